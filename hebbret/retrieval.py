@@ -1,0 +1,591 @@
+"""The retrieval kernel: distances, ranking with a tie policy, and retrieval metrics.
+
+One jitted function per (metric, tie policy, depth, chunk shape) ranks a chunk of queries against
+the whole database and reduces the ranked lists to per-query metrics, so the (nq, N) distance matrix
+never exists at once and nothing recompiles from chunk to chunk. The database can be sharded over devices:
+each shard ranks its own items, the shards' candidate lists are merged, and the result equals the
+single-device one (``mesh=`` argument; tested on 8 simulated CPU devices).
+
+Vocabulary (../shared/SPEC.md §0): ``xq`` (nq, d) queries, ``xb`` (N, d) database, relevance = same
+label. ``AP@R = (1 / Z) * sum_{l<=R} P(l) rel(l)`` (BioHash eq. 12) with the normaliser ``Z``:
+
+- ``"retrieved"``: relevant items inside the top R (hashing literature, BioHash; AP = 0 if none);
+- ``"relevant"``: all relevant items in the database (Tzelepi eq. 18, mAP@All code);
+- ``"min"``: ``min(R, relevant in the database)`` (Lagani's ``MAPMetric``).
+
+Ties (Hamming distances take only L + 1 values) are handled by one of three policies:
+
+- ``"exact"`` (default): the expected metric over all orders of tied items (McSherry & Najork 2008),
+  with no seed. At rank position l inside a tie group that starts after s items, has n members, g of
+  them relevant, and rb relevant items before it: ``E[rel(l)] = g/n`` and
+  ``E[P(l) rel(l)] = (g/n) (rb + 1 + (l-s-1)(g-1)/(n-1)) / l``. With the "retrieved" normaliser the
+  group cut by R makes the normaliser random; its hypergeometric law is summed over exactly.
+- ``"random"``: ties broken by one seeded random permutation of the database.
+- ``"stable"``: ties broken by database index (leaks labels on class-sorted data: only on request).
+
+Integer-valued distances (Hamming, overlap) under ``"exact"`` need no sort at all: a per-query
+histogram of (distance, relevant) determines every tie group. Other cases use ``lax.top_k``, which
+is stable (lower index first among equals), on the negated distances.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import os
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from hebbret.errors import InputError
+
+FLOAT_METRICS = ("sqeuclidean", "euclidean", "manhattan", "cosine")
+BIT_METRICS = ("hamming", "overlap")
+METRICS = FLOAT_METRICS + BIT_METRICS
+NORMALISERS = ("retrieved", "relevant", "min")
+TIES = ("exact", "random", "stable")
+_AXIS = "db"
+_MAX_BINS = 4096  # integer metrics with more distinct values than this use top_k instead
+_MATMUL_HAMMING_BITS = (
+    256  # up to this many bits, Hamming runs as a +-1 matmul (BLAS beats popcount)
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Bit packing
+# --------------------------------------------------------------------------------------------
+
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """Packs (n, L) bits (0/1, bool, or +-1 with > 0 meaning 1) into (n, ceil(L/32)) uint32 words.
+
+    Bit j of a code is bit (j % 32) of word j // 32 (little-endian in a word); padding bits are 0.
+    """
+    bits = np.asarray(bits)
+    if bits.ndim != 2:
+        raise InputError(f"bits must be a 2-D (n, L) array, got shape {bits.shape}")
+    n, length = bits.shape
+    words = -(-length // 32)
+    padded = np.zeros((n, words * 32), np.uint8)
+    padded[:, :length] = bits > 0
+    packed = np.packbits(padded.reshape(n, words, 4, 8), axis=-1, bitorder="little")
+    return np.ascontiguousarray(packed.reshape(n, words * 4)).view("<u4").astype(np.uint32)
+
+
+def unpack_bits(packed: np.ndarray, length: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`: (n, W) uint32 -> (n, length) uint8 in {0, 1}."""
+    packed = np.ascontiguousarray(np.asarray(packed, dtype="<u4"))
+    n, words = packed.shape
+    bits = np.unpackbits(packed.view(np.uint8).reshape(n, words * 4), axis=1, bitorder="little")
+    return bits[:, :length]
+
+
+def _unpack_pm1(packed: jax.Array) -> jax.Array:
+    """(n, W) uint32 -> (n, 32 W) float32 in {-1, +1}, inside jit."""
+    shifts = jnp.arange(32, dtype=jnp.uint32)
+    bits = (packed[:, :, None] >> shifts[None, None, :]) & jnp.uint32(1)
+    return bits.reshape(packed.shape[0], -1).astype(jnp.float32) * 2.0 - 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# Distances (smaller = closer). All return float32 ranking keys of shape (nq, N).
+# --------------------------------------------------------------------------------------------
+
+
+def _prepare(metric: str, x: jax.Array) -> jax.Array:
+    """Per-item preprocessing done once per call (not per chunk)."""
+    if metric == "cosine":
+        return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+    if metric == "hamming" and 32 * x.shape[-1] <= _MATMUL_HAMMING_BITS:
+        return _unpack_pm1(x)
+    return x
+
+
+def _keys(metric: str, q: jax.Array, b: jax.Array, num_bits: int) -> jax.Array:
+    """Ranking keys (nq, N) float32 for prepared queries q and database b; exact for bit metrics."""
+    if metric in ("sqeuclidean", "euclidean"):
+        qb = jnp.dot(q, b.T, precision=jax.lax.Precision.HIGHEST)
+        d = jnp.sum(q * q, -1)[:, None] + jnp.sum(b * b, -1)[None, :] - 2.0 * qb
+        return jnp.maximum(d, 0.0)
+    if metric == "manhattan":
+        rows = max(1, 2**25 // max(1, b.shape[0] * b.shape[1]))
+        return jax.lax.map(lambda qi: jnp.sum(jnp.abs(b - qi[None, :]), -1), q, batch_size=rows)
+    if metric == "cosine":
+        return 1.0 - jnp.dot(q, b.T, precision=jax.lax.Precision.HIGHEST)
+    if metric == "hamming":
+        if q.dtype == jnp.float32:  # +-1 codes from _prepare: d = (L - <q, b>) / 2, exact integers
+            return (q.shape[-1] - jnp.dot(q, b.T)) * 0.5
+        return _popcount(q[:, None, :] ^ b[None, :, :])
+    if metric == "overlap":  # key = L - |q AND b|: ranking by overlap, as a nonnegative integer
+        return num_bits - _popcount(q[:, None, :] & b[None, :, :])
+    raise AssertionError(metric)
+
+
+def _popcount(words: jax.Array) -> jax.Array:
+    return jnp.sum(jax.lax.population_count(words).astype(jnp.int32), -1).astype(jnp.float32)
+
+
+def _natural(metric: str, keys: jax.Array, num_bits: int) -> jax.Array:
+    """Ranking keys -> the metric's own values (Euclidean distance, cosine similarity, overlap)."""
+    if metric == "euclidean":
+        return jnp.sqrt(keys)
+    if metric == "cosine":
+        return 1.0 - keys
+    if metric == "overlap":
+        return num_bits - keys
+    return keys
+
+
+def pairwise_distances(xq: np.ndarray, xb: np.ndarray, metric: str) -> np.ndarray:
+    """All (nq, N) distances, for small problems and plots (use :func:`evaluate` to rank at scale).
+
+    Returns squared Euclidean / Euclidean / Manhattan / cosine *similarity* / Hamming / overlap
+    counts as float32; bit metrics take packed uint32 codes from :func:`pack_bits`.
+    """
+    xq, xb, _, _ = _check_inputs(xq, xb, None, None, metric)
+    num_bits = 32 * xb.shape[-1]
+    q, b = _prepare(metric, jnp.asarray(xq)), _prepare(metric, jnp.asarray(xb))
+    return np.asarray(_natural(metric, _keys(metric, q, b, num_bits), num_bits))
+
+
+# --------------------------------------------------------------------------------------------
+# Tie groups -> expected relevance and expected precision-at-a-relevant-hit per rank position
+# --------------------------------------------------------------------------------------------
+
+
+class _Groups(NamedTuple):
+    """Per rank position l = 1..depth (arrays (C, depth)): its tie group's start s, size n,
+    relevant count g, and relevant count rb before the group. Sizes and counts are over the
+    whole database, so the last group in the list may extend past depth."""
+
+    s: jax.Array
+    n: jax.Array
+    g: jax.Array
+    rb: jax.Array
+
+
+def _groups_from_sorted(keys: jax.Array, rel: jax.Array, n_last: jax.Array, g_last: jax.Array):
+    """Tie groups of a sorted (C, D) key list; the last group's full size/count are given."""
+    depth = keys.shape[-1]
+    pos = jnp.arange(depth)
+    start = jnp.concatenate([jnp.ones_like(keys[:, :1], bool), keys[:, 1:] != keys[:, :-1]], -1)
+    s = jax.lax.cummax(jnp.where(start, pos[None, :], 0), axis=1)
+    end = jnp.concatenate([keys[:, 1:] != keys[:, :-1], jnp.ones_like(keys[:, :1], bool)], -1)
+    e = jax.lax.cummin(jnp.where(end, pos[None, :], depth - 1), axis=1, reverse=True)
+    cum = jnp.cumsum(rel, axis=1, dtype=jnp.float32)
+    before = cum - rel  # relevant strictly before each position
+    rb = jnp.take_along_axis(before, s, 1)
+    in_last = keys == keys[:, -1:]
+    n = jnp.where(in_last, n_last[:, None], e - s + 1)
+    g = jnp.where(in_last, g_last[:, None], jnp.take_along_axis(cum, e, 1) - rb)
+    return _Groups(s.astype(jnp.float32), n.astype(jnp.float32), g, rb)
+
+
+def _groups_from_histogram(counts: jax.Array, relcounts: jax.Array, depth: int) -> _Groups:
+    """Tie groups from per-query histograms (C, B) of integer keys; positions 0..depth-1."""
+    cum = jnp.cumsum(counts, axis=1)
+    pos = jnp.arange(depth)
+    bins = jax.vmap(lambda c: jnp.searchsorted(c, pos, side="right"))(cum)
+    bins = jnp.minimum(bins, counts.shape[1] - 1)
+    take = functools.partial(jnp.take_along_axis, indices=bins, axis=1)
+    s = take(cum - counts)
+    rb = take(jnp.cumsum(relcounts, axis=1) - relcounts)
+    return _Groups(s.astype(jnp.float32), take(counts).astype(jnp.float32), take(relcounts), rb)
+
+
+def _singletons(rel: jax.Array) -> _Groups:
+    """Groups of size one: the list order is the ranking (random / stable policies)."""
+    depth = rel.shape[-1]
+    s = jnp.broadcast_to(jnp.arange(depth, dtype=jnp.float32), rel.shape)
+    cum = jnp.cumsum(rel, axis=1, dtype=jnp.float32)
+    return _Groups(s, jnp.ones_like(s), rel.astype(jnp.float32), cum - rel)
+
+
+def _expected_terms(grp: _Groups) -> tuple[jax.Array, jax.Array]:
+    """E[rel(l)] and E[P(l) rel(l)] at every position l (McSherry & Najork 2008, eq. for AP)."""
+    pos = jnp.arange(1, grp.s.shape[-1] + 1, dtype=jnp.float32)[None, :]
+    frac = grp.g / grp.n
+    pair = jnp.where(grp.n > 1, (grp.g - 1) / jnp.maximum(grp.n - 1, 1), 0.0)
+    hits_before = grp.rb + 1.0 + (pos - grp.s - 1.0) * pair
+    return frac, frac * hits_before / pos
+
+
+def _ap_retrieved_exact(grp: _Groups, prel: jax.Array, r: int) -> jax.Array:
+    """E[sum_{l<=R} P(l) rel(l) / n_rel(R)]: the group cut at R has a hypergeometric number X of
+    relevant items among its first t positions; given X = x its contribution is
+    x c1 + x (x-1) c2 with c1 = (rb+1)/t sum_j 1/(s+j), c2 = sum_j (j-1)/(s+j) / (t (t-1))."""
+    s, n, g, rb = (a[:, r - 1] for a in grp)
+    t = r - s  # positions of the cut group inside the top R (>= 1)
+    pos = jnp.arange(1, r + 1, dtype=jnp.float32)[None, :]
+    in_cut = grp.s[:, :r] == s[:, None]
+    a = jnp.sum(jnp.where(in_cut, 0.0, prel[:, :r]), 1)  # complete groups: X does not matter
+    j = pos - s[:, None]
+    h1 = jnp.sum(jnp.where(in_cut, 1.0 / pos, 0.0), 1)
+    h2 = jnp.sum(jnp.where(in_cut, (j - 1.0) / pos, 0.0), 1)
+    c1 = (rb + 1.0) / t * h1
+    c2 = jnp.where(t > 1, h2 / (t * jnp.maximum(t - 1.0, 1.0)), 0.0)
+    # Hypergeometric law of X on a fixed grid 0..r, from the ratio p(x+1)/p(x), normalised in logs.
+    x = jnp.arange(r + 1, dtype=jnp.float32)[None, :]
+    lo = jnp.maximum(0.0, t - (n - g))[:, None]
+    hi = jnp.minimum(g, t)[:, None]
+    step = (
+        jnp.log(jnp.maximum(g[:, None] - x, 1.0))
+        + jnp.log(jnp.maximum(t[:, None] - x, 1.0))
+        - jnp.log(x + 1.0)
+        - jnp.log(jnp.maximum((n - g - t)[:, None] + x + 1.0, 1.0))
+    )
+    step = jnp.where(x >= lo, step, 0.0)
+    logp = jnp.concatenate([jnp.zeros_like(step[:, :1]), jnp.cumsum(step[:, :-1], 1)], 1)
+    valid = (x >= lo) & (x <= hi)
+    p = jax.nn.softmax(jnp.where(valid, logp, -jnp.inf), axis=1)
+    denom = rb[:, None] + x
+    value = (a[:, None] + c1[:, None] * x + c2[:, None] * x * (x - 1.0)) / jnp.maximum(denom, 1.0)
+    return jnp.sum(jnp.where(valid & (denom > 0), p * value, 0.0), 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics from expected per-position terms
+# --------------------------------------------------------------------------------------------
+
+
+class _Static(NamedTuple):
+    metric: str
+    tie: str
+    r: int
+    depth: int
+    at: tuple[int, ...]
+    num_bits: int
+    use_histogram: bool
+    search_only: bool
+    cut: bool  # R < N
+
+
+_RECALL_LEVELS = np.linspace(0.0, 1.0, 11, dtype=np.float32)
+
+
+def _metrics(cfg: _Static, grp: _Groups, erel, prel, total, valid_q) -> dict:
+    """Per-query AP@R (3 normalisers), precision/recall@N, and query-summed P-R curves."""
+    r, at = cfg.r, cfg.at
+    sum_r = jnp.sum(prel[:, :r], 1)
+    cum = jnp.cumsum(erel, 1)
+    safe = jnp.maximum(total, 1.0)
+    ap = {
+        "relevant": jnp.where(total > 0, sum_r / safe, 0.0),
+        "min": jnp.where(total > 0, sum_r / jnp.minimum(float(r), safe), 0.0),
+    }
+    if cfg.tie == "exact" and cfg.cut:  # R < N: the tie group at R may be cut
+        ap["retrieved"] = _ap_retrieved_exact(grp, prel, r)
+    else:
+        ap["retrieved"] = jnp.where(cum[:, r - 1] > 0, sum_r / jnp.maximum(cum[:, r - 1], 1e-30), 0)
+    idx = np.asarray(at, np.int32) - 1
+    hits = cum[:, idx]  # expected number of relevant items in the top N (top-N score)
+    pos = jnp.arange(1, erel.shape[1] + 1, dtype=jnp.float32)[None, :]
+    precision = cum / pos
+    recall = cum / safe[:, None]
+    # 11-point interpolated precision: max precision at recall >= level (0 when never reached).
+    reach = recall[:, None, :] >= _RECALL_LEVELS[None, :, None] - 1e-6
+    pr11 = jnp.max(jnp.where(reach, precision[:, None, :], 0.0), -1)
+    w = valid_q.astype(jnp.float32)[:, None]
+    return {
+        "ap": ap,
+        "hits_at": hits,
+        "precision_at": hits / jnp.asarray(at, jnp.float32)[None, :],
+        "recall_at": hits / safe[:, None],
+        "pr11": pr11,
+        "precision_curve_sum": jnp.sum(precision * w, 0),
+        "recall_curve_sum": jnp.sum(recall * w, 0),
+        "num_relevant": total,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The chunk kernel (per device shard, merged across the "db" mesh axis)
+# --------------------------------------------------------------------------------------------
+
+
+def _shard_body(cfg: _Static, q, yq, valid_q, b, yb, valid_b):
+    """Ranks a chunk of queries (C, ...) against one database shard (Ns, ...) and merges shards."""
+    keys = _keys(cfg.metric, q, b, cfg.num_bits)
+    keys = jnp.where(valid_b[None, :], keys, jnp.inf)
+    rel = (yq[:, None] == yb[None, :]) & valid_b[None, :]
+    total = jax.lax.psum(jnp.sum(rel, 1, dtype=jnp.float32), _AXIS)
+    if cfg.use_histogram:  # exact ties from the histogram of integer keys; no sort at all
+        nbins = cfg.num_bits + 1
+        code = jnp.where(valid_b[None, :], keys.astype(jnp.int32) + nbins * rel, 2 * nbins)
+        hist = jax.vmap(lambda c: jnp.bincount(c, length=2 * nbins))(code)
+        hist = jax.lax.psum(hist, _AXIS).astype(jnp.float32)
+        counts, relcounts = hist[:, :nbins] + hist[:, nbins:], hist[:, nbins:]
+        grp = _groups_from_histogram(counts, relcounts, cfg.depth)
+        erel, prel = _expected_terms(grp)
+        return _metrics(cfg, grp, erel, prel, total, valid_q)
+    # top_k per shard, then a merge of the shards' lists (shard order = global index order).
+    offset = jax.lax.axis_index(_AXIS) * b.shape[0]
+    local_k = min(cfg.depth, b.shape[0])
+    neg, idx = jax.lax.top_k(-keys, local_k)
+    cand_keys = jax.lax.all_gather(-neg, _AXIS, axis=1, tiled=True)
+    cand_idx = jax.lax.all_gather(idx + offset, _AXIS, axis=1, tiled=True)
+    cand_rel = jax.lax.all_gather(jnp.take_along_axis(rel, idx, 1), _AXIS, axis=1, tiled=True)
+    neg, pick = jax.lax.top_k(-cand_keys, cfg.depth)
+    top_keys, top_idx = -neg, jnp.take_along_axis(cand_idx, pick, 1)
+    top_rel = jnp.take_along_axis(cand_rel, pick, 1)
+    if cfg.search_only:
+        return {"keys": top_keys, "indices": top_idx, "relevant": top_rel}
+    if cfg.tie == "exact":
+        last = top_keys[:, -1:]
+        n_last = jax.lax.psum(jnp.sum(keys == last, 1, dtype=jnp.float32), _AXIS)
+        g_last = jax.lax.psum(jnp.sum(rel & (keys == last), 1, dtype=jnp.float32), _AXIS)
+        grp = _groups_from_sorted(top_keys, top_rel.astype(jnp.float32), n_last, g_last)
+    else:
+        grp = _singletons(top_rel.astype(jnp.float32))
+    erel, prel = _expected_terms(grp)
+    return _metrics(cfg, grp, erel, prel, total, valid_q)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_chunk(cfg: _Static, mesh: Mesh):
+    """One jitted chunk function per static configuration and mesh (never per chunk)."""
+    rep, shard = P(), P(_AXIS)
+    body = jax.shard_map(
+        functools.partial(_shard_body, cfg),
+        mesh=mesh,
+        in_specs=(rep, rep, rep, shard, shard, shard),
+        out_specs=rep,
+        check_vma=False,
+    )
+    return jax.jit(body)
+
+
+def _default_mesh() -> Mesh:
+    return Mesh(np.asarray(jax.devices()[:1]), (_AXIS,))
+
+
+def database_mesh(num_devices: int | None = None) -> Mesh:
+    """A 1-D mesh over ``num_devices`` devices (default: all) on which the database is sharded."""
+    devices = jax.devices()
+    num = len(devices) if num_devices is None else num_devices
+    if not 1 <= num <= len(devices):
+        raise InputError(f"num_devices must be in [1, {len(devices)}], got {num}")
+    return Mesh(np.asarray(devices[:num]), (_AXIS,))
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks
+# --------------------------------------------------------------------------------------------
+
+
+def _check_inputs(xq, xb, yq, yb, metric):
+    if metric not in METRICS:
+        raise InputError(f"unknown metric {metric!r}: expected one of {', '.join(METRICS)}")
+    xq, xb = np.asarray(xq), np.asarray(xb)
+    for name, x in (("queries", xq), ("database", xb)):
+        if x.ndim != 2:
+            raise InputError(f"{name} must be a 2-D (n, d) array, got shape {x.shape}")
+    if xb.shape[0] == 0:
+        raise InputError("empty database: xb has 0 rows")
+    if xq.shape[0] == 0:
+        raise InputError("no queries: xq has 0 rows")
+    if xq.shape[1] != xb.shape[1]:
+        raise InputError(f"queries have {xq.shape[1]} columns but the database has {xb.shape[1]}")
+    if metric in BIT_METRICS:
+        for name, x in (("queries", xq), ("database", xb)):
+            if x.dtype != np.uint32:
+                raise InputError(
+                    f"metric {metric!r} needs packed uint32 codes (hebbret.retrieval.pack_bits); "
+                    f"{name} are {x.dtype}"
+                )
+    else:
+        if not (np.issubdtype(xq.dtype, np.number) and np.issubdtype(xb.dtype, np.number)):
+            raise InputError(f"features must be numeric, got {xq.dtype} and {xb.dtype}")
+        xq, xb = xq.astype(np.float32), xb.astype(np.float32)
+        for name, x in (("queries", xq), ("database", xb)):
+            if not np.all(np.isfinite(x)):
+                raise InputError(f"{name} contain NaN or inf")
+            if metric == "cosine" and np.any(~np.any(x != 0, axis=1)):
+                raise InputError(f"{name} contain an all-zero row: cosine similarity is undefined")
+    if yq is not None or yb is not None:
+        if yq is None or yb is None:
+            raise InputError("labels are needed for both queries and database")
+        yq, yb = np.asarray(yq), np.asarray(yb)
+        for name, y, x in (("query", yq, xq), ("database", yb, xb)):
+            if y.ndim != 1 or y.shape[0] != x.shape[0]:
+                raise InputError(
+                    f"{name} labels have shape {y.shape} but there are {x.shape[0]} {name} items"
+                )
+            if not np.issubdtype(y.dtype, np.integer):
+                raise InputError(f"{name} labels must be integers, got {y.dtype}")
+        yq, yb = yq.astype(np.int32), yb.astype(np.int32)
+    return xq, xb, yq, yb
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------
+
+
+def _chunk_size(num_db: int, chunk_size: int | None) -> int:
+    if chunk_size is not None:
+        if chunk_size < 1:
+            raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
+        return chunk_size
+    return int(2 ** np.clip(np.floor(np.log2(2**24 / num_db)), 3, 9))
+
+
+def _run(cfg: _Static, xq, yq, xb, yb, *, chunk_size, mesh, seed, progress):
+    """Permutes (random policy) and shards the database, then maps the kernel over query chunks."""
+    mesh = _default_mesh() if mesh is None else mesh
+    ndev = mesh.shape[_AXIS]
+    n = xb.shape[0]
+    perm = np.random.default_rng(seed).permutation(n) if cfg.tie == "random" else np.arange(n)
+    per = -(-n // ndev)
+    pad = per * ndev - n
+    xb_p = np.concatenate([xb[perm], np.zeros((pad,) + xb.shape[1:], xb.dtype)])
+    yb_p = np.concatenate([yb[perm], np.zeros(pad, np.int32)])
+    valid_b = np.arange(per * ndev) < n
+    shard = NamedSharding(mesh, P(_AXIS))
+    b = _prepare(cfg.metric, jax.device_put(xb_p, shard))
+    yb_d, vb_d = jax.device_put(yb_p, shard), jax.device_put(valid_b, shard)
+    fn = _compiled_chunk(cfg, mesh)
+    chunk = _chunk_size(per, chunk_size)
+    nq = xq.shape[0]
+    starts = list(range(0, nq, chunk))
+
+    def one(start: int):
+        idx = np.minimum(np.arange(start, start + chunk), nq - 1)  # pad by repeating the last
+        q = _prepare(cfg.metric, jnp.asarray(xq[idx]))
+        valid = jnp.asarray(np.arange(start, start + chunk) < nq)
+        out = fn(q, jnp.asarray(yq[idx]), valid, b, yb_d, vb_d)
+        return jax.tree.map(np.asarray, out)
+
+    # XLA:CPU runs top_k and scatter on one thread: dispatch chunks from a few threads at once.
+    workers = min(len(starts), os.cpu_count() or 1, 4) if jax.default_backend() == "cpu" else 1
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        results = list(_progress(pool.map(one, starts), len(starts), progress))
+    return perm, results
+
+
+def _progress(it, total: int, enabled: bool):
+    if not enabled or total < 4:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, total=total, desc="retrieval", unit="chunk", leave=False)
+
+
+def evaluate(
+    xq: np.ndarray,
+    xb: np.ndarray,
+    yq: np.ndarray,
+    yb: np.ndarray,
+    *,
+    metric: str,
+    R: int | None = None,  # noqa: N803  (the literature's name)
+    normaliser: str = "retrieved",
+    tie: str = "exact",
+    at: Sequence[int] = (),
+    seed: int = 0,
+    chunk_size: int | None = None,
+    mesh: Mesh | None = None,
+    progress: bool = False,
+) -> dict:
+    """Ranks the whole database for every query and returns retrieval metrics.
+
+    Args:
+      xq: (nq, d) query features, or (nq, W) uint32 packed codes for "hamming" / "overlap".
+      xb: (N, d) database features / codes.
+      yq: (nq,) integer query labels; yb: (N,) database labels. Relevant = same label.
+      metric: one of ``METRICS``.
+      R: list depth for AP@R (None = All = N; values above N are clipped to N).
+      normaliser: which AP normaliser ``"map"`` reports (all three are in ``"ap"``).
+      tie: "exact" (expected value over tie orders), "random" (seeded) or "stable".
+      at: ranks N for precision@N, recall@N and the top-N score (each <= N).
+      seed: permutation seed for ``tie="random"``.
+      chunk_size: queries per kernel call (default: keeps a chunk's distances near 64 MB).
+      mesh: a 1-D device mesh with axis "db" (see :func:`database_mesh`) to shard the database.
+
+    Returns:
+      dict with ``map`` (mean AP@R under ``normaliser``), ``ap`` {normaliser: (nq,) per-query AP},
+      ``map_by_normaliser``, ``precision_at`` / ``recall_at`` / ``top_n_score`` {N: mean},
+      ``pr_curve`` {"precision", "recall": (depth,) means over queries at every rank},
+      ``pr11`` (11,) interpolated precision at recall 0, 0.1, ..., 1, and the settings used.
+
+    Example:
+      >>> m = evaluate(xq, xb, yq, yb, metric="hamming", R=1000)["map"]
+    """
+    if normaliser not in NORMALISERS:
+        raise InputError(f"unknown normaliser {normaliser!r}: expected one of {NORMALISERS}")
+    if tie not in TIES:
+        raise InputError(f"unknown tie policy {tie!r}: expected one of {TIES}")
+    xq, xb, yq, yb = _check_inputs(xq, xb, yq, yb, metric)
+    n = xb.shape[0]
+    if R is not None and R < 1:
+        raise InputError(f"R must be >= 1, got {R}")
+    r = n if R is None else min(int(R), n)
+    at = tuple(int(a) for a in at)
+    for a in at:
+        if not 1 <= a <= n:
+            raise InputError(f"precision@N needs 1 <= N <= database size {n}, got N = {a}")
+    depth = max((r,) + at)
+    num_bits = 32 * xb.shape[1]
+    use_hist = metric in BIT_METRICS and tie == "exact" and num_bits + 1 <= _MAX_BINS
+    cfg = _Static(metric, tie, r, depth, at or (r,), num_bits, use_hist, False, r < n)
+    _, results = _run(
+        cfg, xq, yq, xb, yb, chunk_size=chunk_size, mesh=mesh, seed=seed, progress=progress
+    )
+    nq = xq.shape[0]
+    cat = {k: np.concatenate([o[k] for o in results])[:nq] for k in ("hits_at", "pr11")}
+    cat.update(
+        (k, np.concatenate([o[k] for o in results])[:nq])
+        for k in ("precision_at", "recall_at", "num_relevant")
+    )
+    ap = {k: np.concatenate([o["ap"][k] for o in results])[:nq] for k in NORMALISERS}
+    curve = {k: sum(o[f"{k}_curve_sum"] for o in results) / nq for k in ("precision", "recall")}
+    return {
+        "map": float(ap[normaliser].mean()),
+        "ap": ap,
+        "map_by_normaliser": {k: float(v.mean()) for k, v in ap.items()},
+        "precision_at": {a: float(cat["precision_at"][:, i].mean()) for i, a in enumerate(at)},
+        "recall_at": {a: float(cat["recall_at"][:, i].mean()) for i, a in enumerate(at)},
+        "top_n_score": {a: float(cat["hits_at"][:, i].mean()) for i, a in enumerate(at)},
+        "pr_curve": curve,
+        "pr11": cat["pr11"].mean(0),
+        "num_relevant": cat["num_relevant"],
+        "settings": {"metric": metric, "R": r, "normaliser": normaliser, "tie": tie, "seed": seed},
+    }
+
+
+def search(
+    xq: np.ndarray,
+    xb: np.ndarray,
+    k: int,
+    *,
+    metric: str,
+    tie: str = "random",
+    seed: int = 0,
+    chunk_size: int | None = None,
+    mesh: Mesh | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """faiss-style k-nearest-neighbour search: returns ``D, I`` of shape (nq, k).
+
+    ``D`` holds the metric's values (distance; cosine similarity; overlap count) and ``I`` database
+    indices, best first. Ties are broken by ``tie`` ("random" with ``seed``, or "stable").
+    """
+    if tie not in ("random", "stable"):
+        raise InputError(f"search breaks ties 'random' or 'stable', got {tie!r}")
+    xq, xb, _, _ = _check_inputs(xq, xb, None, None, metric)
+    if not 1 <= k <= xb.shape[0]:
+        raise InputError(f"k must be in [1, database size {xb.shape[0]}], got {k}")
+    num_bits = 32 * xb.shape[1]
+    cfg = _Static(metric, tie, k, k, (k,), num_bits, False, True, False)
+    zq, zb = np.zeros(xq.shape[0], np.int32), np.zeros(xb.shape[0], np.int32)
+    perm, results = _run(
+        cfg, xq, zq, xb, zb, chunk_size=chunk_size, mesh=mesh, seed=seed, progress=False
+    )
+    nq = xq.shape[0]
+    keys = np.concatenate([o["keys"] for o in results])[:nq]
+    idx = np.concatenate([o["indices"] for o in results])[:nq]
+    return np.asarray(_natural(metric, jnp.asarray(keys), num_bits)), perm[idx]

@@ -1,0 +1,364 @@
+"""Tests of hebbret.data: every dataset spec, the decoded-image cache and the user errors."""
+
+import io
+import json
+import os
+import pathlib
+import socket
+import tarfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from hebbret import data
+from hebbret.errors import InputError
+
+CLASSES = ("ant", "bee", "cat")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer")
+CIFAR10_CLASSES += ("dog", "frog", "horse", "ship", "truck")
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
+    """Every test gets its own empty cache and tfds data dir (never ~/.cache, never downloads)."""
+    monkeypatch.setenv("HEBBRET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    return tmp_path / "cache"
+
+
+def make_folder(
+    root: pathlib.Path, sizes: dict[str, int] | None = None, mode: str = "RGB"
+) -> dict[str, np.ndarray]:
+    """Write root/<split>/<class>/NNNN.png (8x8) and return the expected x of each split."""
+    rng = np.random.default_rng(0)
+    expected = {}
+    for split, n in (sizes or {"train": 4, "test": 2}).items():
+        images = []
+        for name in CLASSES:
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                image = rng.integers(0, 256, (8, 8, 3) if mode == "RGB" else (8, 8), np.uint8)
+                Image.fromarray(image).save(root / split / name / f"{i:04d}.png")
+                images.append(image if mode == "RGB" else image[..., None])
+        expected[split] = np.stack(images)
+    return expected
+
+
+def make_archive(root: pathlib.Path, path: pathlib.Path, top: str | None = None) -> str:
+    """Tar (gzip) the contents of root, under one top-level directory `top` if given."""
+    with tarfile.open(path, "w:gz") as tar:
+        for child in sorted(root.iterdir()):
+            tar.add(child, arcname=f"{top}/{child.name}" if top else child.name)
+    return f"archive:{path}"
+
+
+def spec_for(source: str, root: pathlib.Path, tmp_path: pathlib.Path) -> str:
+    """A folder: spec for root, or an archive: spec for a tar.gz of it."""
+    return f"folder:{root}" if source == "folder" else make_archive(root, tmp_path / "a.tar.gz")
+
+
+def test_digits() -> None:
+    ds = data.load("digits")
+    (split,) = ds.splits.values()
+    assert list(ds.splits) == ["all"] and ds.kind == "images" and not ds.cache_hit
+    assert split.x.shape == (1797, 8, 8, 1) and split.x.dtype == np.uint8
+    assert split.y.dtype == np.int32 and (split.x.min(), split.x.max()) == (0, 255)
+    assert ds.class_names == tuple("0123456789") and ds.num_classes == 10
+    counts = data.summary(ds)["splits"]["all"]["counts"]
+    assert counts == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    assert ds.pooled() is split and data.load("digits").checksum == ds.checksum
+
+
+def test_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    assert data.cache_dir() == tmp_path / "cache"
+    monkeypatch.delenv("HEBBRET_CACHE")
+    assert data.cache_dir() == pathlib.Path.home() / ".cache" / "hebbret"
+
+
+@pytest.mark.parametrize("top", [None, "cifar-like"])
+def test_folder_and_archive_identical(tmp_path: pathlib.Path, top: str | None) -> None:
+    expected = make_folder(tmp_path / "images")
+    (tmp_path / "images" / "train" / ".DS_Store").write_bytes(b"\0hidden files are skipped")
+    folder = data.load(f"folder:{tmp_path / 'images'}", progress=False)
+    archive = data.load(make_archive(tmp_path / "images", tmp_path / "i.tgz", top))
+    for ds in (folder, archive):
+        assert list(ds.splits) == ["train", "test"] and ds.class_names == CLASSES
+        for name, split in ds.splits.items():
+            np.testing.assert_array_equal(split.x, expected[name])
+            assert split.x.flags.c_contiguous and split.y.dtype == np.int32
+            np.testing.assert_array_equal(split.y, np.repeat(np.arange(3), len(split.y) // 3))
+    assert folder.checksum == archive.checksum
+    np.testing.assert_array_equal(folder.pooled().x, np.concatenate(list(expected.values())))
+    summary = json.loads(json.dumps(data.summary(archive)))
+    assert summary["splits"]["test"] == {
+        "n": 6,
+        "shape": [8, 8, 3],
+        "dtype": "uint8",
+        "counts": [2, 2, 2],
+    }
+
+
+def test_greyscale_unless_any_image_is_colour(tmp_path: pathlib.Path) -> None:
+    expected = make_folder(tmp_path / "grey", mode="L")
+    grey = data.load(f"folder:{tmp_path / 'grey'}", progress=False)
+    np.testing.assert_array_equal(grey.splits["train"].x, expected["train"])
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "grey" / "test" / "ant" / "0000.png")
+    mixed = data.load(f"folder:{tmp_path / 'grey'}", progress=False)
+    assert mixed.splits["train"].x.shape == (12, 8, 8, 3)
+    np.testing.assert_array_equal(mixed.splits["train"].x, expected["train"].repeat(3, axis=-1))
+    assert mixed.splits["test"].x[0].tolist() == [[[1, 2, 3]] * 8] * 8
+
+
+def test_cache_miss_then_hit(tmp_path: pathlib.Path, cache: pathlib.Path) -> None:
+    make_folder(tmp_path / "images")
+    spec = make_archive(tmp_path / "images", tmp_path / "i.tar")
+    first, second = data.load(spec, progress=False), data.load(spec, progress=False)
+    assert (first.cache_hit, second.cache_hit) == (False, True)
+    assert first.checksum == second.checksum and first.class_names == second.class_names
+    for name, split in first.splits.items():
+        np.testing.assert_array_equal(split.x, second.splits[name].x)
+        np.testing.assert_array_equal(split.y, second.splits[name].y)
+    assert [p.suffix for p in cache.iterdir()] == [".npz"]  # no temporary file left behind
+    other = data.load(spec, cache_dir=tmp_path / "other", progress=False)
+    assert not other.cache_hit and len(list((tmp_path / "other").iterdir())) == 1
+    folder = f"folder:{tmp_path / 'images'}"
+    assert [data.load(folder).cache_hit for _ in range(2)] == [False, True]
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "test" / "bee" / "0001.png")
+    changed = data.load(folder, progress=False)
+    assert not changed.cache_hit and changed.checksum != first.checksum
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_cache_is_ignored_and_rewritten(
+    tmp_path: pathlib.Path, cache: pathlib.Path, damage: str
+) -> None:
+    make_folder(tmp_path / "images")
+    spec = f"folder:{tmp_path / 'images'}"
+    good = data.load(spec, progress=False)
+    (path,) = cache.iterdir()
+    content = path.read_bytes()
+    path.write_bytes(content[: len(content) // 2] if damage == "truncate" else b"garbage")
+    again = data.load(spec, progress=False)
+    assert not again.cache_hit and again.checksum == good.checksum
+    assert path.read_bytes() == content and data.load(spec, progress=False).cache_hit
+
+
+@pytest.mark.parametrize("source", ["folder", "archive"])
+@pytest.mark.parametrize("content", [b"not an image", b"\x89PNG\r\n\x1a\n truncated"])
+def test_undecodable_image(tmp_path: pathlib.Path, source: str, content: bytes) -> None:
+    make_folder(tmp_path / "images")
+    (tmp_path / "images" / "train" / "bee" / "0001.png").write_bytes(content)
+    with pytest.raises(InputError, match="cannot decode image 'train/bee/0001.png'"):
+        data.load(spec_for(source, tmp_path / "images", tmp_path), progress=False)
+
+
+@pytest.mark.parametrize("source", ["folder", "archive"])
+@pytest.mark.parametrize(
+    ("layout", "problem"),
+    [
+        ({}, "no image files"),
+        ({"train/0000.png": 8}, "unexpected file 'train/0000.png'"),
+        ({"ant/0000.png": 8, "bee/0000.png": 8}, "unexpected file 'ant/0000.png'"),
+        ({"train/ant/0.png": 8, "test/ant/x/0.png": 8}, "unexpected file 'test/ant/x/0.png'"),
+        ({"train/ant/0.png": 8, "train/bee/0.png": 8, "test/ant/0.png": 8}, r"'test' has no.*bee"),
+        ({"train/ant/0.png": 8, "train/ant/1.png": 9}, "'train/ant/1.png' is 9x9 but"),
+    ],
+)
+def test_bad_layout(
+    tmp_path: pathlib.Path, source: str, layout: dict[str, int], problem: str
+) -> None:
+    root = tmp_path / "images"
+    root.mkdir()
+    for name, size in layout.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (size, size)).save(root / name)
+    with pytest.raises(InputError, match=problem) as error:
+        data.load(spec_for(source, root, tmp_path), progress=False)
+    if "unexpected" in problem or "no image" in problem:
+        assert "PATH/<split>/<class>/<image>" in str(error.value)
+
+
+def test_npz_images_and_class_names(tmp_path: pathlib.Path) -> None:
+    x = np.arange(5 * 4 * 3, dtype=np.uint8).reshape(5, 4, 3)
+    np.savez(tmp_path / "d.npz", x=x, y=[0, 1, 1, 0, 1], class_names=np.array(["no", "yes"]))
+    ds = data.load(f"npz:{tmp_path / 'd.npz'}")
+    split = ds.splits["all"]
+    assert ds.kind == "images" and ds.class_names == ("no", "yes") and not ds.cache_hit
+    np.testing.assert_array_equal(split.x, x[..., None])
+    assert split.y.dtype == np.int32 and split.y.tolist() == [0, 1, 1, 0, 1]
+
+
+def test_npz_feature_splits(tmp_path: pathlib.Path) -> None:
+    rng = np.random.default_rng(0)
+    x_train, x_test = rng.normal(size=(6, 3)), rng.normal(size=(2, 3))
+    np.savez(tmp_path / "f.npz", x_test=x_test, y_test=[2, 0], x_train=x_train, y_train=[0] * 6)
+    ds = data.load(f"npz:{tmp_path / 'f.npz'}")
+    assert list(ds.splits) == ["train", "test"] and ds.kind == "features"
+    assert ds.class_names == ("0", "1", "2") and ds.splits["test"].x.dtype == np.float32
+    pooled = ds.pooled()
+    np.testing.assert_allclose(pooled.x, np.concatenate([x_train, x_test]), rtol=1e-6)
+    assert pooled.y.tolist() == [0] * 6 + [2, 0]
+
+
+@pytest.mark.parametrize(
+    ("arrays", "problem"),
+    [
+        ({"x": [[0.0, np.nan]], "y": [0]}, "NaN"),
+        ({"x": [[0.0, 1e300]], "y": [0]}, "inf"),
+        ({"x": np.zeros((2, 3))}, "no array 'y'"),
+        ({"x_train": np.zeros((2, 3)), "y_train": [0, 1], "y_test": [0]}, "no array 'x_test'"),
+        ({"features": np.zeros((2, 3))}, "no arrays 'x' and 'y'"),
+        ({"x": np.zeros((2, 3)), "y": [0, 1, 1]}, "x has 2 items and y 3"),
+        ({"x": np.zeros(3), "y": [0, 1, 1]}, "got shape"),
+        ({"x": np.zeros((2, 3)), "y": [0, -1]}, "labels must lie"),
+        ({"x": np.zeros((2, 3)), "y": [0.0, 1.0]}, "integer"),
+        ({"x": np.zeros((2, 4, 4)), "y": [0, 1]}, "uint8"),
+        ({"x": np.zeros((2, 3)), "y": [0, 2], "class_names": np.array(["a", "b"])}, "class_n"),
+        ({"x": np.array([None, 1], dtype=object), "y": [0, 1]}, "cannot read npz"),
+    ],
+)
+def test_npz_errors(tmp_path: pathlib.Path, arrays: dict, problem: str) -> None:
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(InputError, match=problem):
+        data.load(f"npz:{tmp_path / 'bad.npz'}")
+
+
+@pytest.mark.parametrize("kind", ["folder", "archive", "npz"])
+def test_missing_or_unreadable_source(tmp_path: pathlib.Path, kind: str) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        data.load(f"{kind}:{tmp_path / 'missing'}")
+    (tmp_path / "text").write_text("not an archive")
+    if kind != "folder":
+        with pytest.raises(InputError, match="cannot read"):
+            data.load(f"{kind}:{tmp_path / 'text'}")
+
+
+@pytest.mark.parametrize("spec", ["foo", "folder:", "cifar11", "npz", "Digits", "mnist:x", ""])
+def test_unknown_spec(spec: str) -> None:
+    with pytest.raises(InputError, match=f"unknown dataset {spec!r}: expected digits, mnist"):
+        data.load(spec)
+
+
+# -- tfds ----------------------------------------------------------------------------------------
+
+
+def write_tfds_metadata(name: str, data_dir: pathlib.Path, file_format: str) -> None:
+    """Make `name` look prepared in data_dir: dataset_info.json + features.json, no records."""
+    builder = tfds.builder(name, data_dir=data_dir, file_format=file_format)
+    splits = [
+        tfds.core.SplitInfo(name=s, shard_lengths=[1], num_bytes=0) for s in ("train", "test")
+    ]
+    builder.info.set_splits(tfds.core.SplitDict(splits))
+    if name == "cifar10":  # the real builder learns its class names while it prepares
+        builder.info.features["label"].names = CIFAR10_CLASSES
+    builder.data_path.mkdir(parents=True)
+    builder.info.write_to_directory(builder.data_path)
+
+
+def mock_getitems(record_keys: list[int], generator: Any, serialized: bool = False) -> list:
+    """tfds 4.9.10's mock_data sets `__getitems__` on a MagicMock as a plain partial, which then
+    gets no `self` and fails; this replacement needs none."""
+    return [generator[key] for key in record_keys]
+
+
+@pytest.mark.parametrize(("name", "shape"), [("cifar10", (32, 32, 3)), ("mnist", (28, 28, 1))])
+def test_tfds_mock_data(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, name: str, shape: tuple
+) -> None:
+    # mock_data leaves builder.is_prepared() alone: it needs USE_FILES and real metadata files.
+    write_tfds_metadata(name, tmp_path / "tfds", "array_record")
+    monkeypatch.setattr("tensorflow_datasets.testing.mocking._getitems", mock_getitems)
+    policy = tfds.testing.MockPolicy.USE_FILES
+    with tfds.testing.mock_data(num_examples=2500, policy=policy, data_dir=str(tmp_path / "tfds")):
+        ds = data.load(name, progress=False)
+    assert list(ds.splits) == ["train", "test"] and ds.num_classes == 10
+    assert ds.class_names[:2] == (("airplane", "automobile") if name == "cifar10" else ("0", "1"))
+    for split in ds.splits.values():
+        assert split.x.shape == (2500, *shape) and split.x.dtype == np.uint8
+        assert split.y.dtype == np.int32 and 0 <= split.y.min() and split.y.max() < 10
+        assert len(np.unique(split.y)) == 10 and split.x.std() > 50  # random, not zeros
+
+
+def test_tfds_real_array_record(tmp_path: pathlib.Path) -> None:
+    """A cifar10 prepared by tfds' own writer (array_record; images given as PNG bytes, so no
+    TensorFlow is needed) reads back exactly through the real tfds.data_source, then the cache."""
+    from tensorflow_datasets.core import registered
+
+    rng = np.random.default_rng(0)
+    splits = {
+        split: (rng.integers(0, 256, (n, 32, 32, 3), np.uint8), np.arange(n) % 10)
+        for split, n in [("train", 30), ("test", 12)]
+    }
+
+    def png(image: np.ndarray) -> io.BytesIO:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        return io.BytesIO(buffer.getvalue())
+
+    def examples(x: np.ndarray, y: np.ndarray) -> Iterator[tuple[int, dict[str, Any]]]:
+        for i, (image, label) in enumerate(zip(x, y, strict=True)):
+            yield i, {"id": str(i), "image": png(image), "label": int(label)}
+
+    cifar10 = tfds.builder_cls("cifar10")
+    with registered.skip_registration():
+
+        class FakeCifar10(cifar10):
+            name = "cifar10"
+
+            def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
+                self.info.features["label"].names = CIFAR10_CLASSES
+                return {s: examples(x, y) for s, (x, y) in splits.items()}
+
+    FakeCifar10(data_dir=tmp_path / "tfds", file_format="array_record").download_and_prepare()
+    first = data.load("cifar10", progress=False)
+    second = data.load("cifar10", progress=False)
+    assert (first.cache_hit, second.cache_hit) == (False, True)
+    assert first.class_names == CIFAR10_CLASSES and first.checksum == second.checksum
+
+    def items(x: np.ndarray, y: np.ndarray) -> list[tuple[int, bytes]]:
+        return sorted(zip(y.tolist(), map(bytes, x), strict=True))
+
+    for name, (x, y) in splits.items():  # tfds shuffles the records while it writes them
+        assert items(second.splits[name].x, second.splits[name].y) == items(x, y)
+
+
+def test_tfds_not_prepared_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_network(*args: object) -> None:
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    start = time.perf_counter()
+    with pytest.raises(InputError, match=r"'cifar100' is not prepared in .*tfds build cifar100"):
+        data.load("cifar100")
+    assert time.perf_counter() - start < 5
+
+
+def test_tfds_without_random_access_format(tmp_path: pathlib.Path) -> None:
+    write_tfds_metadata("mnist", tmp_path / "tfds", "tfrecord")
+    with pytest.raises(InputError, match="--file_format=array_record"):
+        data.load("mnist")
+
+
+# -- the real CIFAR-10 (JPEG) archive ------------------------------------------------------------
+
+
+def test_real_cifar10_archive() -> None:
+    """Runs when HEBBRET_CIFAR10_ARCHIVE names the shared archive; fails if it is missing."""
+    archive = os.environ.get("HEBBRET_CIFAR10_ARCHIVE")
+    if not archive:
+        pytest.skip("HEBBRET_CIFAR10_ARCHIVE is not set")
+    assert pathlib.Path(archive).is_file(), f"HEBBRET_CIFAR10_ARCHIVE={archive}: no such file"
+    ds = data.load(f"archive:{archive}", progress=False)
+    assert ds.class_names == CIFAR10_CLASSES and list(ds.splits) == ["train", "test"]
+    for name, per_class in [("train", 5000), ("test", 1000)]:
+        split = ds.splits[name]
+        assert split.x.shape == (10 * per_class, 32, 32, 3) and split.x.dtype == np.uint8
+        assert np.bincount(split.y).tolist() == [per_class] * 10
+    again = data.load(f"archive:{archive}", progress=False)
+    assert again.cache_hit and again.checksum == ds.checksum
