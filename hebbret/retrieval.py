@@ -2,9 +2,9 @@
 
 One jitted function per (metric, tie policy, depth, chunk shape) ranks a chunk of queries against
 the whole database and reduces the ranked lists to per-query metrics, so the (nq, N) distance matrix
-never exists at once and nothing recompiles from chunk to chunk. The database can be sharded over devices:
-each shard ranks its own items, the shards' candidate lists are merged, and the result equals the
-single-device one (``mesh=`` argument; tested on 8 simulated CPU devices).
+never exists at once and nothing recompiles from chunk to chunk. The database can be sharded over
+devices: each shard ranks its own items, the shards' candidate lists are merged, and the result
+equals the single-device one (``mesh=`` argument; tested on 8 simulated CPU devices).
 
 Vocabulary (../shared/SPEC.md §0): ``xq`` (nq, d) queries, ``xb`` (N, d) database, relevance = same
 label. ``AP@R = (1 / Z) * sum_{l<=R} P(l) rel(l)`` (BioHash eq. 12) with the normaliser ``Z``:
