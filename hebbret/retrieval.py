@@ -263,6 +263,7 @@ class _Static(NamedTuple):
     use_histogram: bool
     search_only: bool
     cut: bool  # R < N
+    num_db: int  # N, valid database items over all shards
 
 
 _RECALL_LEVELS = np.linspace(0.0, 1.0, 11, dtype=np.float32)
@@ -308,13 +309,16 @@ def _metrics(cfg: _Static, grp: _Groups, erel, prel, total, valid_q) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _shard_body(cfg: _Static, q, yq, valid_q, b, yb, valid_b):
-    """Ranks a chunk of queries (C, ...) against one database shard (Ns, ...) and merges shards."""
+def _shard_body(cfg: _Static, q, yq, total, valid_q, b, yb, valid_b):
+    """Ranks a chunk of queries (C, ...) against one database shard (Ns, ...) and merges shards.
+
+    ``total`` (C,) is each query's number of relevant items in the whole database."""
     keys = _keys(cfg.metric, q, b, cfg.num_bits)
     keys = jnp.where(valid_b[None, :], keys, jnp.inf)
-    rel = (yq[:, None] == yb[None, :]) & valid_b[None, :]
-    total = jax.lax.psum(jnp.sum(rel, 1, dtype=jnp.float32), _AXIS)
-    if cfg.use_histogram:  # exact ties from the histogram of integer keys; no sort at all
+    if cfg.use_histogram:
+        rel = (yq[:, None] == yb[None, :]) & valid_b[
+            None, :
+        ]  # exact ties from the histogram of integer keys; no sort at all
         nbins = cfg.num_bits + 1
         code = jnp.where(valid_b[None, :], keys.astype(jnp.int32) + nbins * rel, 2 * nbins)
         hist = jax.vmap(lambda c: jnp.bincount(c, length=2 * nbins))(code)
@@ -323,22 +327,43 @@ def _shard_body(cfg: _Static, q, yq, valid_q, b, yb, valid_b):
         grp = _groups_from_histogram(counts, relcounts, cfg.depth)
         erel, prel = _expected_terms(grp)
         return _metrics(cfg, grp, erel, prel, total, valid_q)
-    # top_k per shard, then a merge of the shards' lists (shard order = global index order).
+    # top_k per shard, then a merge of the shards' lists (shard order = global index order). One
+    # extra item beyond depth tells whether the last tie group continues past the list.
+    size = min(cfg.depth + 1, cfg.num_db)
     offset = jax.lax.axis_index(_AXIS) * b.shape[0]
-    local_k = min(cfg.depth, b.shape[0])
-    neg, idx = jax.lax.top_k(-keys, local_k)
-    cand_keys = jax.lax.all_gather(-neg, _AXIS, axis=1, tiled=True)
-    cand_idx = jax.lax.all_gather(idx + offset, _AXIS, axis=1, tiled=True)
-    cand_rel = jax.lax.all_gather(jnp.take_along_axis(rel, idx, 1), _AXIS, axis=1, tiled=True)
-    neg, pick = jax.lax.top_k(-cand_keys, cfg.depth)
-    top_keys, top_idx = -neg, jnp.take_along_axis(cand_idx, pick, 1)
-    top_rel = jnp.take_along_axis(cand_rel, pick, 1)
+    neg, idx = jax.lax.top_k(-keys, min(size, b.shape[0]))
+    top_keys, top_idx, top_rel = -neg, idx + offset, yb[idx] == yq[:, None]
+    if jax.lax.axis_size(_AXIS) > 1:  # merge the shards' sorted lists (costs another top_k)
+        gather = functools.partial(jax.lax.all_gather, axis_name=_AXIS, axis=1, tiled=True)
+        cand_keys, cand_idx, cand_rel = gather(top_keys), gather(top_idx), gather(top_rel)
+        neg, pick = jax.lax.top_k(-cand_keys, size)
+        top_keys, top_idx = -neg, jnp.take_along_axis(cand_idx, pick, 1)
+        top_rel = jnp.take_along_axis(cand_rel, pick, 1)
+    crosses = top_keys[:, -1] == top_keys[:, cfg.depth - 1] if size > cfg.depth else None
+    top_keys, top_idx, top_rel = (
+        top_keys[:, : cfg.depth],
+        top_idx[:, : cfg.depth],
+        top_rel[:, : cfg.depth],
+    )
     if cfg.search_only:
         return {"keys": top_keys, "indices": top_idx, "relevant": top_rel}
     if cfg.tie == "exact":
         last = top_keys[:, -1:]
-        n_last = jax.lax.psum(jnp.sum(keys == last, 1, dtype=jnp.float32), _AXIS)
-        g_last = jax.lax.psum(jnp.sum(rel & (keys == last), 1, dtype=jnp.float32), _AXIS)
+
+        def count(k, r):  # (size, relevant count) of the last tie group among keys k
+            return jnp.sum(k == last, 1, dtype=jnp.float32), jnp.sum(
+                (k == last) & r, 1, dtype=jnp.float32
+            )
+
+        def whole_database():  # a full pass, only when some group really crosses the list end
+            n, g = count(keys, yb[None, :] == yq[:, None])
+            return jax.lax.psum(n, _AXIS), jax.lax.psum(g, _AXIS)
+
+        n_last, g_last = count(top_keys, top_rel)
+        if crosses is not None:
+            n_last, g_last = jax.lax.cond(
+                jnp.any(crosses), whole_database, lambda: (n_last, g_last)
+            )
         grp = _groups_from_sorted(top_keys, top_rel.astype(jnp.float32), n_last, g_last)
     else:
         grp = _singletons(top_rel.astype(jnp.float32))
@@ -353,7 +378,7 @@ def _compiled_chunk(cfg: _Static, mesh: Mesh):
     body = jax.shard_map(
         functools.partial(_shard_body, cfg),
         mesh=mesh,
-        in_specs=(rep, rep, rep, shard, shard, shard),
+        in_specs=(rep, rep, rep, rep, shard, shard, shard),
         out_specs=rep,
         check_vma=False,
     )
@@ -427,12 +452,15 @@ def _check_inputs(xq, xb, yq, yb, metric):
 # --------------------------------------------------------------------------------------------
 
 
-def _chunk_size(num_db: int, chunk_size: int | None) -> int:
+def _chunk_size(num_db: int, chunk_size: int | None, histogram: bool) -> int:
+    """Queries per kernel call: the histogram path is memory-bound and wants its (C, N) keys in
+    cache (~8 MB); the top_k path wants larger matmuls (~32 MB of keys). Measured on 2 CPU cores."""
     if chunk_size is not None:
         if chunk_size < 1:
             raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
         return chunk_size
-    return int(2 ** np.clip(np.floor(np.log2(2**24 / num_db)), 3, 9))
+    budget = 2**21 if histogram else 2**23
+    return int(2 ** np.clip(np.floor(np.log2(budget / num_db)), 3, 9))
 
 
 def _run(cfg: _Static, xq, yq, xb, yb, *, chunk_size, mesh, seed, progress):
@@ -450,15 +478,18 @@ def _run(cfg: _Static, xq, yq, xb, yb, *, chunk_size, mesh, seed, progress):
     b = _prepare(cfg.metric, jax.device_put(xb_p, shard))
     yb_d, vb_d = jax.device_put(yb_p, shard), jax.device_put(valid_b, shard)
     fn = _compiled_chunk(cfg, mesh)
-    chunk = _chunk_size(per, chunk_size)
+    chunk = _chunk_size(per, chunk_size, cfg.use_histogram)
     nq = xq.shape[0]
+    labels, counts = np.unique(yb, return_counts=True)
+    at = np.minimum(np.searchsorted(labels, yq), len(labels) - 1)
+    total = np.where(labels[at] == yq, counts[at], 0).astype(np.float32)
     starts = list(range(0, nq, chunk))
 
     def one(start: int):
         idx = np.minimum(np.arange(start, start + chunk), nq - 1)  # pad by repeating the last
         q = _prepare(cfg.metric, jnp.asarray(xq[idx]))
         valid = jnp.asarray(np.arange(start, start + chunk) < nq)
-        out = fn(q, jnp.asarray(yq[idx]), valid, b, yb_d, vb_d)
+        out = fn(q, jnp.asarray(yq[idx]), jnp.asarray(total[idx]), valid, b, yb_d, vb_d)
         return jax.tree.map(np.asarray, out)
 
     # XLA:CPU runs top_k and scatter on one thread: dispatch chunks from a few threads at once.
@@ -532,7 +563,7 @@ def evaluate(
     depth = max((r,) + at)
     num_bits = 32 * xb.shape[1]
     use_hist = metric in BIT_METRICS and tie == "exact" and num_bits + 1 <= _MAX_BINS
-    cfg = _Static(metric, tie, r, depth, at or (r,), num_bits, use_hist, False, r < n)
+    cfg = _Static(metric, tie, r, depth, at or (r,), num_bits, use_hist, False, r < n, n)
     _, results = _run(
         cfg, xq, yq, xb, yb, chunk_size=chunk_size, mesh=mesh, seed=seed, progress=progress
     )
@@ -580,7 +611,7 @@ def search(
     if not 1 <= k <= xb.shape[0]:
         raise InputError(f"k must be in [1, database size {xb.shape[0]}], got {k}")
     num_bits = 32 * xb.shape[1]
-    cfg = _Static(metric, tie, k, k, (k,), num_bits, False, True, False)
+    cfg = _Static(metric, tie, k, k, (k,), num_bits, False, True, False, xb.shape[0])
     zq, zb = np.zeros(xq.shape[0], np.int32), np.zeros(xb.shape[0], np.int32)
     perm, results = _run(
         cfg, xq, zq, xb, zb, chunk_size=chunk_size, mesh=mesh, seed=seed, progress=False
