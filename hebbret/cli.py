@@ -1,0 +1,258 @@
+"""The ``hebbret`` command line: parses flags and calls the library; nothing else lives here.
+
+    hebbret data SPEC                      # counts per split and class, shape, checksum, cache hit
+    hebbret eval --dataset digits          # raw-pixel retrieval under the dataset's protocol
+    hebbret eval --queries Q.npy --database D.npy --query-labels QL.npy --database-labels DL.npy
+
+User errors (bad input, unknown dataset, missing file) print one line ``hebbret: error: ...`` and
+exit with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from hebbret import data, results, retrieval, splits
+from hebbret.errors import InputError
+
+
+def _positive_ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _depth(text: str) -> int | str:
+    if text.lower() == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"R must be an integer or 'all', got {text!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hebbret",
+        description="Hebbian representation learning for content-based image retrieval.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "data",
+        help="describe a dataset",
+        description=f"Load a dataset and describe it. SPEC is one of: {data.SPECS}.",
+    )
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    p = sub.add_parser(
+        "eval",
+        help="retrieval metrics for features or codes",
+        description="Rank a database for every query and report mAP@R (three normalisers), "
+        "precision@N and recall@N. Either --dataset (raw pixels under the dataset's default "
+        "protocol: the baseline every method must beat) or --queries/--database files "
+        "(.npy, or .npz with arrays x and y).",
+    )
+    src = p.add_argument_group("input (one of)")
+    src.add_argument("--dataset", metavar="SPEC", help=f"dataset spec: {data.SPECS}")
+    src.add_argument("--queries", metavar="FILE", help="query features / packed codes")
+    src.add_argument("--database", metavar="FILE", help="database features / packed codes")
+    src.add_argument("--query-labels", metavar="FILE", help=".npy labels (else y in the .npz)")
+    src.add_argument("--database-labels", metavar="FILE", help=".npy labels (else y in .npz)")
+    p.add_argument("--metric", default="sqeuclidean", choices=retrieval.METRICS)
+    p.add_argument(
+        "--R",
+        type=_depth,
+        default=None,
+        metavar="R",
+        help="list depth for AP@R, an integer or 'all' (default: the protocol's R, else all)",
+    )
+    p.add_argument(
+        "--normaliser",
+        default="retrieved",
+        choices=retrieval.NORMALISERS,
+        help="AP normaliser reported as mAP (all three are printed)",
+    )
+    p.add_argument(
+        "--tie",
+        default="exact",
+        choices=retrieval.TIES,
+        help="tie handling: exact expected value (default), seeded random, stable",
+    )
+    p.add_argument(
+        "--at",
+        type=_positive_ints,
+        default=None,
+        metavar="N,N",
+        help="ranks for precision@N / recall@N (default 10,100 clipped to R)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="protocol split and tie seed")
+    p.add_argument("--devices", type=int, default=1, help="shard the database over this many")
+    p.add_argument("--out", metavar="FILE.json", help="write the metrics as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hebbret`` script."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "data":
+            return _data(args)
+        return _eval(args)
+    except InputError as e:
+        print(f"hebbret: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _data(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    ds = data.load(args.spec, progress=not args.no_progress)
+    seconds = time.perf_counter() - start
+    info = data.summary(ds) | {"load_seconds": round(seconds, 3)}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"dataset   {ds.spec} ({ds.kind}, {ds.num_classes} classes)")
+    print(f"checksum  sha256:{ds.checksum}")
+    print(f"cache     {'hit' if ds.cache_hit else 'miss'}, loaded in {seconds:.2f} s")
+    width = max(len(c) for c in ds.class_names)
+    names = list(info["splits"])
+    print(f"\n{'split':<{width}}  " + "  ".join(f"{n:>9}" for n in names))
+    for label, key in (("items", "n"), ("shape", "shape"), ("dtype", "dtype")):
+        cells = [
+            "x".join(map(str, s[key])) if key == "shape" else str(s[key])
+            for s in info["splits"].values()
+        ]
+        print(f"{label:<{width}}  " + "  ".join(f"{c:>9}" for c in cells))
+    print()
+    for i, c in enumerate(ds.class_names):
+        print(
+            f"{c:<{width}}  " + "  ".join(f"{s['counts'][i]:>9}" for s in info["splits"].values())
+        )
+    return 0
+
+
+def _load_array(path: str, what: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(x, y-or-None) from a .npy or an .npz (arrays x and optionally y); never unpickles."""
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise InputError(f"{what} file not found: {path}")
+    try:
+        arrays = np.load(file, allow_pickle=False)
+        if isinstance(arrays, np.ndarray):
+            return arrays, None
+        with arrays:
+            x = arrays["x"] if "x" in arrays else None
+            y = arrays["y"] if "y" in arrays else None
+    except (ValueError, OSError) as e:
+        raise InputError(f"cannot read {what} file {path}: {str(e).splitlines()[0]}") from e
+    if x is None:
+        raise InputError(f"{what} file {path} has no array 'x'")
+    return x, y
+
+
+def _labels(file: str | None, fallback: np.ndarray | None, what: str) -> np.ndarray:
+    if file is not None:
+        y, _ = _load_array(file, f"{what} labels")
+        return y
+    if fallback is None:
+        raise InputError(f"missing {what} labels: pass --{what}-labels or store y in the .npz")
+    return fallback
+
+
+def _eval(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    files = (args.queries, args.database)
+    if args.dataset is not None:
+        if any(files):
+            raise InputError("give either --dataset or --queries/--database, not both")
+        ds = data.load(args.dataset)
+        proto = splits.default_protocol(ds, seed=args.seed)
+        xq, yq, xb, yb, default_r = proto.xq, proto.yq, proto.xb, proto.yb, proto.R
+        source = {"spec": ds.spec, "checksum": ds.checksum, "protocol": proto.name}
+    elif all(files):
+        xq, fq = _load_array(args.queries, "queries")
+        xb, fb = _load_array(args.database, "database")
+        yq = _labels(args.query_labels, fq, "query")
+        yb = _labels(args.database_labels, fb, "database")
+        default_r, source = None, {"queries": args.queries, "database": args.database}
+    else:
+        raise InputError("give --dataset SPEC, or both --queries and --database")
+    r = {None: default_r, "all": None}.get(args.R, args.R)
+    n = len(xb)
+    depth = n if r is None else min(r, n)
+    at = args.at or tuple(sorted({min(10, depth), min(100, depth)}))
+    mesh = retrieval.database_mesh(args.devices) if args.devices != 1 else None
+    out = retrieval.evaluate(
+        xq,
+        xb,
+        yq,
+        yb,
+        metric=args.metric,
+        R=r,
+        normaliser=args.normaliser,
+        tie=args.tie,
+        at=at,
+        seed=args.seed,
+        mesh=mesh,
+        progress=True,
+    )
+    seconds = time.perf_counter() - start
+    _print_table(out, len(xq), n)
+    print(f"wall time {seconds:.2f} s")
+    if args.out:
+        metrics = {
+            k: out[k]
+            for k in (
+                "map",
+                "map_by_normaliser",
+                "precision_at",
+                "recall_at",
+                "top_n_score",
+                "pr11",
+            )
+        }
+        config = dict(
+            out["settings"], at=list(at), devices=args.devices, num_queries=len(xq), num_database=n
+        )
+        results.write_json(
+            args.out,
+            results.record(
+                config=config, seed=args.seed, metrics=metrics, wall_time_s=seconds, dataset=source
+            ),
+        )
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _print_table(out: dict, nq: int, n: int) -> None:
+    s = out["settings"]
+    r = "All" if s["R"] == n else s["R"]
+    print(f"{nq} queries x {n} database items, metric {s['metric']}, ties {s['tie']}")
+    print(f"\n{'measure':<24}{'value':>10}")
+    for name, value in out["map_by_normaliser"].items():
+        mark = " *" if name == s["normaliser"] else ""
+        print(f"{f'mAP@{r} ({name})':<24}{100 * value:>10.2f}{mark}")
+    for k in out["precision_at"]:
+        print(f"{f'precision@{k}':<24}{100 * out['precision_at'][k]:>10.2f}")
+        print(f"{f'recall@{k}':<24}{100 * out['recall_at'][k]:>10.2f}")
+    print("(percent; * = the reported mAP)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""One way to report numbers: atomic JSON records with config, seed, revision, data and timing."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import tempfile
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and ``os.replace``: readers see the
+    old file or the new one, never half of it."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def git_revision() -> str:
+    """The checkout's commit (with ``-dirty`` if it has changes), or ``"unknown"``."""
+    here = pathlib.Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return rev or "unknown"
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def record(
+    *,
+    config: dict[str, Any],
+    seed: int,
+    metrics: dict[str, Any],
+    wall_time_s: float,
+    dataset: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A results record: config, seed, git revision, dataset (spec + checksum), metrics, wall
+    time, and the machine (devices, versions) it ran on."""
+    return _jsonable(
+        {
+            "config": config,
+            "seed": seed,
+            "git_revision": git_revision(),
+            "dataset": dataset,
+            "metrics": metrics,
+            "wall_time_s": round(wall_time_s, 3),
+            "machine": {
+                "devices": [str(d) for d in jax.devices()],
+                "cpu_count": os.cpu_count(),
+                "python": platform.python_version(),
+                "jax": jax.__version__,
+            },
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+    )
+
+
+def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Writes a record as indented JSON, atomically."""
+    atomic_write_text(path, json.dumps(_jsonable(payload), indent=2) + "\n")

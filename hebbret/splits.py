@@ -1,0 +1,132 @@
+"""Protocol splits: pure, seeded functions of labels / sizes that return index arrays.
+
+Image folders arrive sorted by class, and with a "stable by index" tie order that leaks labels
+(../shared/SPEC.md §0), so every split returns its database in a seeded random order.
+
+- :func:`per_class_queries`: n random items per class are queries, the rest the database (BioHash:
+  1,000 per class on CIFAR-10, 100 per class on MNIST).
+- :func:`labelled_split`: shuffled training indices -> training / validation / labelled subset
+  (Lagani et al.: last 10k validation, first s % of the shuffled training indices labelled).
+- :func:`random_queries`: m random queries from a pool (Tzelepi & Tefas: 1,000 test images).
+- :func:`default_protocol`: the retrieval protocol ``hebbret eval --dataset`` uses for a dataset.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from hebbret.data import Dataset
+from hebbret.errors import InputError
+
+
+class QuerySplit(NamedTuple):
+    """Index arrays into one pool of items: queries (nq,) and database (N,), disjoint."""
+
+    queries: np.ndarray
+    database: np.ndarray
+
+
+class LabelledSplit(NamedTuple):
+    """Index arrays into a training pool: train (n - n_val,), validation (n_val,), and the
+    labelled subset, a prefix of ``train``."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    labelled: np.ndarray
+
+
+class Protocol(NamedTuple):
+    """A retrieval protocol applied to a dataset: features, labels and list depth R."""
+
+    name: str
+    xq: np.ndarray
+    yq: np.ndarray
+    xb: np.ndarray
+    yb: np.ndarray
+    R: int | None  # noqa: N815  (the literature's name; None = All)
+
+
+def per_class_queries(labels: np.ndarray, n_per_class: int, seed: int) -> QuerySplit:
+    """``n_per_class`` random items of every class become queries; the rest, shuffled, the database.
+
+    Raises InputError when a class has fewer than ``n_per_class + 1`` items (its database would
+    hold none of it).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0:
+        raise InputError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
+    if n_per_class < 1:
+        raise InputError(f"n_per_class must be >= 1, got {n_per_class}")
+    rng = np.random.default_rng(seed)
+    queries = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        if len(members) <= n_per_class:
+            raise InputError(
+                f"class {c} has {len(members)} items: too few for {n_per_class} queries per class"
+            )
+        queries.append(rng.choice(members, n_per_class, replace=False))
+    q = rng.permutation(np.concatenate(queries))
+    rest = np.setdiff1d(np.arange(labels.size), q)
+    return QuerySplit(q, rng.permutation(rest))
+
+
+def labelled_split(
+    num_train: int, fraction: float, seed: int, num_validation: int = 10_000
+) -> LabelledSplit:
+    """Lagani et al.'s split: shuffle ``range(num_train)`` with the data seed; the last
+    ``num_validation`` are validation, the first the training set, and the first
+    ``round(fraction * len(train))`` training indices are labelled (not class-stratified)."""
+    if not 0.0 < fraction <= 1.0:
+        raise InputError(f"labelled fraction must be in (0, 1], got {fraction}")
+    if not 0 <= num_validation < num_train:
+        raise InputError(f"validation size {num_validation} must be below {num_train} items")
+    order = np.random.default_rng(seed).permutation(num_train)
+    train, val = order[: num_train - num_validation], order[num_train - num_validation :]
+    n_lab = max(1, round(fraction * len(train)))
+    return LabelledSplit(train, val, train[:n_lab])
+
+
+def random_queries(num_items: int, m: int, seed: int) -> np.ndarray:
+    """``m`` distinct random indices of ``range(num_items)`` (queries drawn from a pool)."""
+    if not 1 <= m <= num_items:
+        raise InputError(f"cannot draw {m} queries from {num_items} items")
+    return np.random.default_rng(seed).choice(num_items, m, replace=False)
+
+
+# name -> (queries per class, R); others: BioHash's CIFAR-10 protocol, scaled to the data.
+_DEFAULTS = {"mnist": (100, None), "digits": (10, None)}
+
+
+def features(x: np.ndarray) -> np.ndarray:
+    """Raw pixels as (n, h*w*c) float32 in [0, 1], or (n, d) features as float32."""
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        return x.reshape(len(x), -1).astype(np.float32) / 255.0
+    return x.reshape(len(x), -1).astype(np.float32)
+
+
+def default_protocol(ds: Dataset, seed: int = 0) -> Protocol:
+    """The dataset's retrieval protocol on raw pixels / features (all splits pooled).
+
+    MNIST: 100 queries per class, mAP@All (BioHash Table 1); digits: 10 per class, mAP@All;
+    anything else: BioHash's CIFAR-10 protocol, ``min(1000, smallest class // 6)`` queries per
+    class (1,000 for CIFAR-10's 6,000) and mAP@1000.
+    """
+    pooled = ds.pooled()
+    counts = np.bincount(pooled.y, minlength=ds.num_classes)
+    name = ds.spec.split(":", 1)[0]
+    n_per_class, r = _DEFAULTS.get(name, (int(np.clip(counts.min() // 6, 1, 1000)), 1000))
+    split = per_class_queries(pooled.y, n_per_class, seed)
+    x = features(pooled.x)
+    desc = f"{n_per_class} queries per class vs the rest, mAP@{'All' if r is None else r}"
+    return Protocol(
+        desc,
+        x[split.queries],
+        pooled.y[split.queries],
+        x[split.database],
+        pooled.y[split.database],
+        r,
+    )

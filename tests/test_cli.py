@@ -1,0 +1,118 @@
+"""The command line: tables, JSON output, and one-line errors with a non-zero exit."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hebbret import cli, retrieval
+
+
+def run(*argv):
+    return cli.main(list(argv))
+
+
+def test_data_digits(capsys):
+    assert run("data", "digits") == 0
+    out = capsys.readouterr().out
+    assert "1797" in out and "8x8x1" in out and "uint8" in out and "cache     miss" in out
+
+
+def test_data_json(capsys):
+    assert run("data", "digits", "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["splits"]["all"]["n"] == 1797 and sum(info["splits"]["all"]["counts"]) == 1797
+
+
+def test_eval_dataset_writes_json(tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert run("eval", "--dataset", "digits", "--out", str(out)) == 0
+    table = capsys.readouterr().out
+    assert "mAP@All (retrieved)" in table and "precision@10" in table
+    rec = json.loads(out.read_text())
+    assert rec["dataset"]["spec"] == "digits" and len(rec["dataset"]["checksum"]) == 64
+    assert 0.5 < rec["metrics"]["map"] < 0.9  # raw 8x8 pixels retrieve digits well
+    assert rec["config"]["tie"] == "exact" and rec["seed"] == 0 and rec["wall_time_s"] > 0
+
+
+def test_eval_files_match_library(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    xq, xb = rng.normal(size=(20, 8)), rng.normal(size=(100, 8))
+    yq, yb = rng.integers(0, 3, 20), rng.integers(0, 3, 100)
+    np.savez(tmp_path / "q.npz", x=xq, y=yq)
+    np.save(tmp_path / "d.npy", xb)
+    np.save(tmp_path / "dl.npy", yb)
+    out = tmp_path / "m.json"
+    argv = ["eval", "--queries", str(tmp_path / "q.npz"), "--database", str(tmp_path / "d.npy")]
+    argv += ["--database-labels", str(tmp_path / "dl.npy"), "--R", "30", "--out", str(out)]
+    argv += ["--metric", "manhattan"]
+    assert run(*argv) == 0
+    want = retrieval.evaluate(xq, xb, yq, yb, metric="manhattan", R=30)["map"]
+    assert json.loads(out.read_text())["metrics"]["map"] == pytest.approx(want)
+
+
+def bad_files(tmp_path):
+    np.save(tmp_path / "q.npy", np.ones((3, 4)))
+    np.save(tmp_path / "q5.npy", np.ones((3, 5)))
+    np.save(tmp_path / "qnan.npy", np.full((3, 4), np.nan))
+    np.save(tmp_path / "d.npy", np.ones((6, 4)))
+    np.save(tmp_path / "empty.npy", np.ones((0, 4)))
+    np.save(tmp_path / "ql.npy", np.zeros(3, int))
+    np.save(tmp_path / "dl.npy", np.zeros(6, int))
+    np.save(tmp_path / "dl5.npy", np.zeros(5, int))
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "junk.npy").write_bytes(b"not numpy")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--queries", "q5.npy"], "columns"),
+        (["--queries", "qnan.npy"], "NaN"),
+        (["--database", "empty.npy", "--database-labels", "empty.npy"], "empty database"),
+        (["--database-labels", "dl5.npy"], "database labels"),
+        (["--R", "0"], "R must be >= 1"),
+        (["--metric", "hamming"], "packed uint32"),
+        (["--queries", "missing.npy"], "not found"),
+        (["--queries", "obj.npy"], "cannot read"),
+        (["--queries", "junk.npy"], "cannot read"),
+        (["--dataset", "imagenet"], "unknown dataset"),
+        (["--dataset", "digits"], "not both"),
+    ],
+)
+def test_eval_bad_input_one_line_error(tmp_path, capsys, monkeypatch, argv, message):
+    bad_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    base = dict(
+        zip(
+            ["--queries", "--database", "--query-labels", "--database-labels"],
+            ["q.npy", "d.npy", "ql.npy", "dl.npy"],
+            strict=True,
+        )
+    )
+    if argv[0] != "--dataset" or "not both" in message:
+        for k, v in zip(argv[::2], argv[1::2], strict=True):
+            base[k] = v
+        argv = [x for kv in base.items() for x in kv]
+    assert run("eval", *argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hebbret: error: ") and message in err and err.count("\n") == 1
+
+
+def test_unknown_metric_is_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        run("eval", "--dataset", "digits", "--metric", "chebyshev")
+    assert e.value.code == 2
+
+
+def test_console_script_no_traceback_for_user_errors():
+    res = subprocess.run(
+        [sys.executable, "-m", "hebbret.cli", "data", "folder:/nonexistent/dir"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr and res.stderr.startswith("hebbret: error:")
