@@ -25,7 +25,6 @@ import os
 import pathlib
 import posixpath
 import tarfile
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -37,6 +36,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from hebbret.errors import InputError
+from hebbret.files import atomic_write
 
 SPECS = "digits, mnist, cifar10, cifar100, folder:PATH, archive:PATH.tar.gz or npz:PATH"
 LAYOUT = "PATH/<split>/<class>/<image>"
@@ -216,15 +216,7 @@ def _write_cache(path: pathlib.Path, splits: dict[str, Split], class_names: Sequ
     for name, s in splits.items():
         arrays |= {f"x_{name}": s.x, f"y_{name}": s.y}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, lambda f: np.savez(f, **arrays))
     except OSError as e:
         warnings.warn(f"cannot write the dataset cache {path}: {e}", stacklevel=5)
 

@@ -8,26 +8,12 @@ import os
 import pathlib
 import platform
 import subprocess
-import tempfile
 from typing import Any
 
 import jax
 import numpy as np
 
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and ``os.replace``: readers see the
-    old file or the new one, never half of it."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+from hebbret.files import atomic_write_text
 
 
 def git_revision() -> str:
