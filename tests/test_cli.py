@@ -116,3 +116,45 @@ def test_console_script_no_traceback_for_user_errors():
     )
     assert res.returncode == 2
     assert "Traceback" not in res.stderr and res.stderr.startswith("hebbret: error:")
+
+
+def _tree(root, files):
+    for rel, payload in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(payload)
+
+
+def _png():
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), (10, 20, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({"train/cat/a.png": b"this is not an image", "train/dog/b.png": None}, "a.png"),
+        ({"cat/a.png": None, "dog/b.png": None}, "<split>/<class>/<image>"),
+    ],
+    ids=["corrupt-image", "wrong-layout"],
+)
+@pytest.mark.parametrize("kind", ["folder", "archive"])
+def test_data_bad_folder_or_archive_one_line_error(tmp_path, capsys, files, message, kind):
+    import tarfile
+
+    root = tmp_path / "ds"
+    _tree(root, {k: v if v is not None else _png() for k, v in files.items()})
+    spec = f"folder:{root}"
+    if kind == "archive":
+        with tarfile.open(tmp_path / "ds.tar.gz", "w:gz") as tar:
+            for rel in files:
+                tar.add(root / rel, arcname=rel)
+        spec = f"archive:{tmp_path / 'ds.tar.gz'}"
+    assert run("data", spec, "--no-progress") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hebbret: error: ") and message in err and err.count("\n") == 1
