@@ -327,9 +327,11 @@ def _shard_body(cfg: _Static, q, yq, total, valid_q, b, yb, valid_b):
         grp = _groups_from_histogram(counts, relcounts, cfg.depth)
         erel, prel = _expected_terms(grp)
         return _metrics(cfg, grp, erel, prel, total, valid_q)
-    # top_k per shard, then a merge of the shards' lists (shard order = global index order). One
-    # extra item beyond depth tells whether the last tie group continues past the list.
-    size = min(cfg.depth + 1, cfg.num_db)
+    # top_k per shard, then a merge of the shards' lists (shard order = global index order). For
+    # exact ties one extra item tells whether the last tie group continues past the list. (Only ask
+    # for it when it is used: XLA turns a top_k whose tail is dead into a full sort.)
+    exact = cfg.tie == "exact" and not cfg.search_only
+    size = min(cfg.depth + 1, cfg.num_db) if exact else cfg.depth
     offset = jax.lax.axis_index(_AXIS) * b.shape[0]
     neg, idx = jax.lax.top_k(-keys, min(size, b.shape[0]))
     top_keys, top_idx, top_rel = -neg, idx + offset, yb[idx] == yq[:, None]
@@ -339,15 +341,14 @@ def _shard_body(cfg: _Static, q, yq, total, valid_q, b, yb, valid_b):
         neg, pick = jax.lax.top_k(-cand_keys, size)
         top_keys, top_idx = -neg, jnp.take_along_axis(cand_idx, pick, 1)
         top_rel = jnp.take_along_axis(cand_rel, pick, 1)
-    crosses = top_keys[:, -1] == top_keys[:, cfg.depth - 1] if size > cfg.depth else None
-    top_keys, top_idx, top_rel = (
-        top_keys[:, : cfg.depth],
-        top_idx[:, : cfg.depth],
-        top_rel[:, : cfg.depth],
-    )
+    crosses = None
+    if size > cfg.depth:
+        crosses = top_keys[:, cfg.depth] == top_keys[:, cfg.depth - 1]
+        top_keys, top_idx = top_keys[:, : cfg.depth], top_idx[:, : cfg.depth]
+        top_rel = top_rel[:, : cfg.depth]
     if cfg.search_only:
         return {"keys": top_keys, "indices": top_idx, "relevant": top_rel}
-    if cfg.tie == "exact":
+    if exact:
         last = top_keys[:, -1:]
 
         def count(k, r):  # (size, relevant count) of the last tie group among keys k
