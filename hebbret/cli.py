@@ -1,5 +1,7 @@
 """The ``hebbret`` command line: parses flags and calls the library; nothing else lives here.
 
+    hebbret compare                        # every hasher x hash length on digits: the main job
+    hebbret hash --method biohash --k 16 --features F.npy --out codes.npz
     hebbret data SPEC                      # counts per split and class, shape, checksum, cache hit
     hebbret eval --dataset digits          # raw-pixel retrieval under the dataset's protocol
     hebbret eval --queries Q.npy --database D.npy --query-labels QL.npy --database-labels DL.npy
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hebbret import data, results, retrieval, splits
+from hebbret import compare, data, files, hashing, results, retrieval, splits
 from hebbret.errors import InputError
 
 
@@ -104,16 +106,75 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="protocol split and tie seed")
     p.add_argument("--devices", type=int, default=1, help="shard the database over this many")
     p.add_argument("--out", metavar="FILE.json", help="write the metrics as JSON")
+
+    p = sub.add_parser(
+        "compare",
+        help="train every hasher and print the mAP table (the main job)",
+        description="Fit each hashing method at each hash length k on the dataset's training "
+        "data (= its database, as in the BioHash protocols), rank the database for every query "
+        "by Hamming distance, and print mAP (methods x k) with wall times.",
+    )
+    p.add_argument("--dataset", default="digits", metavar="SPEC", help=f"{data.SPECS}")
+    p.add_argument(
+        "--k",
+        type=_positive_ints,
+        default=(2, 4, 8, 16, 32),
+        metavar="K,K",
+        help="hash lengths (default 2,4,8,16,32)",
+    )
+    p.add_argument(
+        "--methods",
+        default=",".join(hashing.HASHERS),
+        metavar="M,M",
+        help=f"comma-separated subset of {', '.join(hashing.HASHERS)}",
+    )
+    _hash_options(p)
+    p.add_argument("--out", metavar="FILE.json", help="write the rows as a results record")
+
+    p = sub.add_parser(
+        "hash",
+        help="hash a dataset or any (n, d) feature matrix",
+        description="Fit a hasher on all rows and encode all rows, in order. Writes an .npz with "
+        "bits (n, L) uint8, packed (n, ceil(L/32)) uint32, active (n, k) int32 sorted unit "
+        "indices for sparse methods, and config (JSON).",
+    )
+    p.add_argument("--method", required=True, choices=list(hashing.HASHERS))
+    p.add_argument("--k", type=int, required=True, help="hash length")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", metavar="SPEC", help="all splits pooled, raw pixels")
+    src.add_argument("--features", metavar="F.npy", help="(n, d) features (.npy or .npz x)")
+    _hash_options(p)
+    p.add_argument("--out", required=True, metavar="codes.npz")
     return parser
+
+
+def _hash_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--activity",
+        type=float,
+        default=None,
+        help="BioHash activity k/m (default 0.05 for digits/mnist, else 0.005)",
+    )
+    p.add_argument("--max-epochs", type=int, default=None, help="cap on BioHash epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _hash_config(args: argparse.Namespace, spec: str | None, k: int = 1) -> hashing.HashConfig:
+    name = (spec or "").split(":", 1)[0]
+    activity = args.activity or (0.05 if name in ("digits", "mnist") else 0.005)
+    rule = hashing.HashConfig(k=k).rule
+    if args.max_epochs is not None:
+        rule = rule._replace(max_epochs=args.max_epochs)
+    return hashing.HashConfig(k=k, activity=activity, rule=rule, seed=args.seed)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hebbret`` script."""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "data":
-            return _data(args)
-        return _eval(args)
+        commands = {"data": _data, "eval": _eval, "compare": _compare, "hash": _hash}
+        return commands[args.command](args)
     except InputError as e:
         print(f"hebbret: error: {e}", file=sys.stderr)
         return 2
@@ -252,6 +313,74 @@ def _print_table(out: dict, nq: int, n: int) -> None:
         print(f"{f'precision@{k}':<24}{100 * out['precision_at'][k]:>10.2f}")
         print(f"{f'recall@{k}':<24}{100 * out['recall_at'][k]:>10.2f}")
     print("(percent; * = the reported mAP)")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        hashing.get(m)  # unknown names fail before any work
+    ds = data.load(args.dataset, progress=not args.no_progress)
+    proto = splits.default_protocol(ds, seed=args.seed)
+    cfg = _hash_config(args, args.dataset)
+    print(
+        f"{ds.spec}: {len(proto.yq)} queries x {len(proto.yb)} database items, {proto.name}, "
+        f"Hamming ranking, exact ties, AP normaliser 'retrieved'"
+    )
+    rows = compare.run(
+        proto, methods=methods, ks=args.k, config=cfg, progress=not args.no_progress, log=print
+    )
+    seconds = time.perf_counter() - start
+    print()
+    print(compare.table(rows))
+    print(f"\nmAP@{'All' if proto.R is None else proto.R} in percent; wall time {seconds:.1f} s")
+    if args.out:
+        config = {
+            "methods": methods,
+            "ks": list(args.k),
+            "protocol": proto.name,
+            "hash_config": _jsonable_config(cfg),
+        }
+        results.write_json(
+            args.out,
+            results.record(
+                config=config,
+                seed=args.seed,
+                metrics={"rows": rows},
+                wall_time_s=seconds,
+                dataset={"spec": ds.spec, "checksum": ds.checksum},
+            ),
+        )
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _hash(args: argparse.Namespace) -> int:
+    if args.dataset is not None:
+        ds = data.load(args.dataset, progress=not args.no_progress)
+        x = splits.features(ds.pooled().x)
+    else:
+        x, _ = _load_array(args.features, "features")
+    cfg = _hash_config(args, args.dataset, k=args.k)
+    params = hashing.fit(args.method, x, cfg, progress=not args.no_progress)
+    codes = hashing.encode(args.method, params, x)
+    arrays = {
+        "bits": codes.bits,
+        "packed": codes.packed,
+        "config": np.array(json.dumps({"method": args.method} | _jsonable_config(cfg))),
+    }
+    if codes.active is not None:
+        arrays["active"] = codes.active
+    files.atomic_write(args.out, lambda f: np.savez(f, **arrays))
+    print(
+        f"{args.method}: {codes.bits.shape[0]} codes of {codes.bits.shape[1]} bits "
+        f"(k = {args.k}) -> {args.out}"
+    )
+    return 0
+
+
+def _jsonable_config(cfg: hashing.HashConfig) -> dict:
+    return cfg._asdict() | {"rule": cfg.rule._asdict()}
 
 
 if __name__ == "__main__":
