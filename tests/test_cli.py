@@ -158,3 +158,51 @@ def test_data_bad_folder_or_archive_one_line_error(tmp_path, capsys, files, mess
     assert run("data", spec, "--no-progress") == 2
     err = capsys.readouterr().err
     assert err.startswith("hebbret: error: ") and message in err and err.count("\n") == 1
+
+
+def test_compare_digits_subset(tmp_path, capsys):
+    out = tmp_path / "c.json"
+    argv = ["compare", "--methods", "lsh,itq,biohash", "--k", "2,8", "--no-progress"]
+    assert run(*argv, "--max-epochs", "10", "--out", str(out)) == 0
+    table = capsys.readouterr().out
+    assert "| BioHash |" in table and "| ITQ |" in table and "k=8" in table
+    rows = json.loads(out.read_text())["metrics"]["rows"]
+    assert [(r["method"], r["k"]) for r in rows] == [
+        (m, k) for m in ("lsh", "itq", "biohash") for k in (2, 8)
+    ]
+    bio = [r for r in rows if r["method"] == "biohash"]
+    assert all(r["epochs"] <= 10 and r["mean_norm"] > 0 for r in bio)
+    assert bio[0]["bits"] == 40  # m = k / activity = 2 / 0.05 on digits
+
+
+@pytest.mark.parametrize("method, sparse", [("flyhash", True), ("itq", False)])
+def test_hash_features_writes_codes(tmp_path, method, sparse):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "f.npy", rng.normal(size=(50, 12)).astype(np.float32))
+    out = tmp_path / "codes.npz"
+    argv = ["hash", "--method", method, "--k", "4", "--features", str(tmp_path / "f.npy")]
+    assert run(*argv, "--out", str(out), "--no-progress") == 0
+    with np.load(out, allow_pickle=False) as z:
+        bits, packed = z["bits"], z["packed"]
+        assert bits.shape == (50, 120 if sparse else 4) and bits.dtype == np.uint8
+        np.testing.assert_array_equal(packed, retrieval.pack_bits(bits))
+        assert json.loads(str(z["config"]))["method"] == method
+        if sparse:
+            assert (bits.sum(1) == 4).all()
+            np.testing.assert_array_equal(z["active"], np.nonzero(bits)[1].reshape(50, 4))
+        else:
+            assert "active" not in z
+
+
+def test_hash_bad_features_one_line_error(tmp_path, capsys):
+    np.save(tmp_path / "f.npy", np.full((5, 3), np.nan))
+    argv = ["hash", "--method", "lsh", "--k", "2", "--features", str(tmp_path / "f.npy")]
+    assert run(*argv, "--out", str(tmp_path / "c.npz")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hebbret: error: ") and "NaN" in err and err.count("\n") == 1
+    assert not (tmp_path / "c.npz").exists()
+
+
+def test_compare_unknown_method(capsys):
+    assert run("compare", "--methods", "lsh,greedyhash") == 2
+    assert "greedyhash" in capsys.readouterr().err
