@@ -51,9 +51,8 @@ NORMALISERS = ("retrieved", "relevant", "min")
 TIES = ("exact", "random", "stable")
 _AXIS = "db"
 _MAX_BINS = 4096  # integer metrics with more distinct values than this use top_k instead
-_MATMUL_HAMMING_BITS = (
-    256  # up to this many bits, Hamming runs as a +-1 matmul (BLAS beats popcount)
-)
+_MATMUL_HAMMING_BITS = 256  # Hamming on at most this many bits runs as a +-1 matmul (BLAS)
+_MAX_ACTIVE = 256  # wider codes whose queries have at most this many ones: gather the query's bits
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,8 +96,11 @@ def _unpack_pm1(packed: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------------------------
 
 
-def _prepare(metric: str, x: jax.Array) -> jax.Array:
-    """Per-item preprocessing done once per call (not per chunk)."""
+def _prepare(metric: str, x: jax.Array, active: int = 0):
+    """Per-item preprocessing done once per call (not per chunk). Wide sparse codes (``active``
+    > 0) keep their packed words and add each item's popcount."""
+    if active:
+        return x, _popcount(x)
     if metric == "cosine":
         return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
     if metric == "hamming" and 32 * x.shape[-1] <= _MATMUL_HAMMING_BITS:
@@ -106,8 +108,33 @@ def _prepare(metric: str, x: jax.Array) -> jax.Array:
     return x
 
 
-def _keys(metric: str, q: jax.Array, b: jax.Array, num_bits: int) -> jax.Array:
+def _sparse_query(packed: np.ndarray, active: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Packed (C, W) codes with at most ``active`` ones -> their set-bit indices (C, active)
+    int32, a validity mask (C, active) and the popcounts (C,) float32, on the host."""
+    rows, cols = np.nonzero(unpack_bits(packed, 32 * packed.shape[1]))
+    pop = np.bincount(rows, minlength=packed.shape[0])
+    slot = np.arange(len(rows)) - (np.cumsum(pop) - pop)[rows]
+    idx, valid = np.zeros((len(packed), active), np.int32), np.zeros((len(packed), active), bool)
+    idx[rows, slot], valid[rows, slot] = cols, True
+    return idx, valid, pop.astype(np.float32)
+
+
+def _sparse_overlap(q, b) -> jax.Array:
+    """|q AND b| (C, N) by reading each database item's bits at the query's set-bit indices:
+    C * active * N work instead of C * W * N for wide codes (BioHash / FlyHash: W up to ~1000)."""
+    idx, valid, _ = q
+    words = b[0][:, idx // 32]  # (N, C, active)
+    bits = (words >> (idx % 32).astype(jnp.uint32)[None, :, :]) & jnp.uint32(1)
+    return jnp.sum(jnp.where(valid[None, :, :], bits, 0), -1, dtype=jnp.float32).T
+
+
+def _keys(metric: str, q, b, num_bits: int) -> jax.Array:
     """Ranking keys (nq, N) float32 for prepared queries q and database b; exact for bit metrics."""
+    if isinstance(q, tuple):  # wide codes, queries as set-bit lists (see _sparse_query)
+        overlap = _sparse_overlap(q, b)
+        if metric == "overlap":
+            return num_bits - overlap
+        return q[2][:, None] + b[1][None, :] - 2.0 * overlap  # |q| + |b| - 2 |q AND b|
     if metric in ("sqeuclidean", "euclidean"):
         qb = jnp.dot(q, b.T, precision=jax.lax.Precision.HIGHEST)
         d = jnp.sum(q * q, -1)[:, None] + jnp.sum(b * b, -1)[None, :] - 2.0 * qb
@@ -264,6 +291,7 @@ class _Static(NamedTuple):
     search_only: bool
     cut: bool  # R < N
     num_db: int  # N, valid database items over all shards
+    active: int = 0  # > 0: wide codes, queries as lists of at most this many set bits
 
 
 _RECALL_LEVELS = np.linspace(0.0, 1.0, 11, dtype=np.float32)
@@ -332,8 +360,8 @@ def _shard_body(cfg: _Static, q, yq, total, valid_q, b, yb, valid_b):
     # for it when it is used: XLA turns a top_k whose tail is dead into a full sort.)
     exact = cfg.tie == "exact" and not cfg.search_only
     size = min(cfg.depth + 1, cfg.num_db) if exact else cfg.depth
-    offset = jax.lax.axis_index(_AXIS) * b.shape[0]
-    neg, idx = jax.lax.top_k(-keys, min(size, b.shape[0]))
+    offset = jax.lax.axis_index(_AXIS) * keys.shape[1]
+    neg, idx = jax.lax.top_k(-keys, min(size, keys.shape[1]))
     top_keys, top_idx, top_rel = -neg, idx + offset, yb[idx] == yq[:, None]
     if jax.lax.axis_size(_AXIS) > 1:  # merge the shards' sorted lists (costs another top_k)
         gather = functools.partial(jax.lax.all_gather, axis_name=_AXIS, axis=1, tiled=True)
@@ -453,15 +481,28 @@ def _check_inputs(xq, xb, yq, yb, metric):
 # --------------------------------------------------------------------------------------------
 
 
-def _chunk_size(num_db: int, chunk_size: int | None, histogram: bool) -> int:
-    """Queries per kernel call: the histogram path is memory-bound and wants its (C, N) keys in
-    cache (~8 MB); the top_k path wants larger matmuls (~32 MB of keys). Measured on 2 CPU cores."""
+def _max_active(metric: str, xq: np.ndarray, num_bits: int) -> int:
+    """For wide codes (> 256 bits) whose queries have at most 256 ones (sparse k-of-m codes):
+    that maximum, so the kernel gathers query bits instead of scanning every word; else 0."""
+    if metric not in BIT_METRICS or num_bits <= _MATMUL_HAMMING_BITS:
+        return 0
+    most = int(np.bitwise_count(xq).sum(1).max())
+    return max(most, 1) if most <= _MAX_ACTIVE else 0
+
+
+def _chunk_size(cfg: _Static, num_db: int, words: int, chunk_size: int | None) -> int:
+    """Queries per kernel call. The histogram path is memory-bound and wants its (C, N) keys in
+    cache (~8 MB); the top_k path wants larger matmuls (~32 MB of keys) (measured on 2 CPU
+    cores); wide codes bound their (C, N, words or active) intermediate to ~64 MB."""
     if chunk_size is not None:
         if chunk_size < 1:
             raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
         return chunk_size
-    budget = 2**21 if histogram else 2**23
-    return int(2 ** np.clip(np.floor(np.log2(budget / num_db)), 3, 9))
+    budget = 2**21 if cfg.use_histogram else 2**23
+    per_query = num_db
+    if cfg.metric in BIT_METRICS and cfg.num_bits > _MATMUL_HAMMING_BITS:
+        per_query, budget = num_db * (cfg.active or words), 2**24
+    return int(2 ** np.clip(np.floor(np.log2(budget / per_query)), 0, 9))
 
 
 def _run(cfg: _Static, xq, yq, xb, yb, *, chunk_size, mesh, seed, progress):
@@ -476,10 +517,10 @@ def _run(cfg: _Static, xq, yq, xb, yb, *, chunk_size, mesh, seed, progress):
     yb_p = np.concatenate([yb[perm], np.zeros(pad, np.int32)])
     valid_b = np.arange(per * ndev) < n
     shard = NamedSharding(mesh, P(_AXIS))
-    b = _prepare(cfg.metric, jax.device_put(xb_p, shard))
+    b = _prepare(cfg.metric, jax.device_put(xb_p, shard), cfg.active)
     yb_d, vb_d = jax.device_put(yb_p, shard), jax.device_put(valid_b, shard)
     fn = _compiled_chunk(cfg, mesh)
-    chunk = _chunk_size(per, chunk_size, cfg.use_histogram)
+    chunk = _chunk_size(cfg, per, xb.shape[1], chunk_size)
     nq = xq.shape[0]
     labels, counts = np.unique(yb, return_counts=True)
     at = np.minimum(np.searchsorted(labels, yq), len(labels) - 1)
@@ -488,7 +529,10 @@ def _run(cfg: _Static, xq, yq, xb, yb, *, chunk_size, mesh, seed, progress):
 
     def one(start: int):
         idx = np.minimum(np.arange(start, start + chunk), nq - 1)  # pad by repeating the last
-        q = _prepare(cfg.metric, jnp.asarray(xq[idx]))
+        if cfg.active:
+            q = tuple(jnp.asarray(a) for a in _sparse_query(xq[idx], cfg.active))
+        else:
+            q = _prepare(cfg.metric, jnp.asarray(xq[idx]))
         valid = jnp.asarray(np.arange(start, start + chunk) < nq)
         out = fn(q, jnp.asarray(yq[idx]), jnp.asarray(total[idx]), valid, b, yb_d, vb_d)
         return jax.tree.map(np.asarray, out)
@@ -564,7 +608,8 @@ def evaluate(
     depth = max((r,) + at)
     num_bits = 32 * xb.shape[1]
     use_hist = metric in BIT_METRICS and tie == "exact" and num_bits + 1 <= _MAX_BINS
-    cfg = _Static(metric, tie, r, depth, at or (r,), num_bits, use_hist, False, r < n, n)
+    active = _max_active(metric, xq, num_bits)
+    cfg = _Static(metric, tie, r, depth, at or (r,), num_bits, use_hist, False, r < n, n, active)
     _, results = _run(
         cfg, xq, yq, xb, yb, chunk_size=chunk_size, mesh=mesh, seed=seed, progress=progress
     )
@@ -612,7 +657,8 @@ def search(
     if not 1 <= k <= xb.shape[0]:
         raise InputError(f"k must be in [1, database size {xb.shape[0]}], got {k}")
     num_bits = 32 * xb.shape[1]
-    cfg = _Static(metric, tie, k, k, (k,), num_bits, False, True, False, xb.shape[0])
+    active = _max_active(metric, xq, num_bits)
+    cfg = _Static(metric, tie, k, k, (k,), num_bits, False, True, False, xb.shape[0], active)
     zq, zb = np.zeros(xq.shape[0], np.int32), np.zeros(xb.shape[0], np.int32)
     perm, results = _run(
         cfg, xq, zq, xb, zb, chunk_size=chunk_size, mesh=mesh, seed=seed, progress=False

@@ -395,3 +395,47 @@ def test_exact_expected_ap_is_between_best_and_worst_tie_orders():
     ]
     assert min(rand) - 0.02 < exact["map"] < max(rand) + 0.02
     assert math.isfinite(exact["map"])
+
+
+def sparse_codes(rng, n, m, k):
+    bits = np.zeros((n, m), np.uint8)
+    for i in range(n):
+        bits[i, rng.choice(m, k + (i % 3 == 0), replace=False)] = 1  # some rows have k + 1
+    return bits
+
+
+@pytest.mark.parametrize("kind", ["sparse", "dense"])  # set-bit gather vs popcount over words
+@pytest.mark.parametrize("metric", rt.BIT_METRICS)
+@pytest.mark.parametrize("tie", ["exact", "stable"])
+def test_wide_codes_match_numpy(kind, metric, tie):
+    rng = np.random.default_rng(21)
+    m = 600  # > 256 bits: neither the matmul path nor (for the dense kind) the gather path
+    if kind == "sparse":
+        bq, bb = sparse_codes(rng, 15, m, 4), sparse_codes(rng, 120, m, 4)
+    else:
+        bq, bb = rng.integers(0, 2, (15, m)), rng.integers(0, 2, (120, m))
+    assert (rt._max_active(metric, rt.pack_bits(bq), m) > 0) == (kind == "sparse")
+    yq, yb = rng.integers(0, 3, 15), rng.integers(0, 3, 120)
+    out = rt.evaluate(rt.pack_bits(bq), rt.pack_bits(bb), yq, yb, metric=metric, R=20, tie=tie)
+    d = np_bits_distance(bq, bb, metric)
+    for i in range(15):
+        rel = yb == yq[i]
+        if tie == "stable":
+            want = np_ap(rel[np.argsort(d[i], kind="stable")], 20, rel.sum(), "relevant")
+        else:
+            want = np_exact_fixed(d[i], rel, 20) / rel.sum()
+        assert out["ap"]["relevant"][i] == pytest.approx(want, abs=TOL)
+    mesh = rt.database_mesh(8)
+    sharded = rt.evaluate(
+        rt.pack_bits(bq), rt.pack_bits(bb), yq, yb, metric=metric, R=20, tie=tie, mesh=mesh
+    )
+    np.testing.assert_allclose(sharded["ap"]["retrieved"], out["ap"]["retrieved"], atol=TOL)
+    dist, idx = rt.search(rt.pack_bits(bq), rt.pack_bits(bb), 5, metric=metric, tie="stable")
+    np.testing.assert_array_equal(idx, np.argsort(d, axis=1, kind="stable")[:, :5])
+
+
+def test_wide_code_chunks_are_bounded():
+    cfg = rt._Static("hamming", "exact", 10, 10, (10,), 30720, False, False, True, 50000, 16)
+    assert rt._chunk_size(cfg, 50_000, 960, None) * 50_000 * 16 <= 2**24
+    dense = cfg._replace(active=0)
+    assert rt._chunk_size(dense, 50_000, 960, None) == 1
