@@ -45,6 +45,8 @@ def build_protocol(ds: data.Dataset, cfg: dict, seed: int) -> splits.Protocol:
         splits.features(pooled.x[database]),
         pooled.y[database],
         cfg["R"],
+        queries,
+        database,
     )
 
 

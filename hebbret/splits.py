@@ -46,6 +46,8 @@ class Protocol(NamedTuple):
     xb: np.ndarray
     yb: np.ndarray
     R: int | None  # noqa: N815  (the literature's name; None = All)
+    queries: np.ndarray | None = None  # indices of the queries / database items in the pooled
+    database: np.ndarray | None = None  # dataset (``Dataset.pooled()``), e.g. to show images
 
 
 def per_class_queries(labels: np.ndarray, n_per_class: int, seed: int) -> QuerySplit:
@@ -122,11 +124,5 @@ def default_protocol(ds: Dataset, seed: int = 0) -> Protocol:
     split = per_class_queries(pooled.y, n_per_class, seed)
     x = features(pooled.x)
     desc = f"{n_per_class} queries per class vs the rest, mAP@{'All' if r is None else r}"
-    return Protocol(
-        desc,
-        x[split.queries],
-        pooled.y[split.queries],
-        x[split.database],
-        pooled.y[split.database],
-        r,
-    )
+    q, db = split
+    return Protocol(desc, x[q], pooled.y[q], x[db], pooled.y[db], r, q, db)

@@ -49,3 +49,11 @@ def test_default_protocol_on_digits():
     assert p.xq.shape == (100, 64) and p.xb.shape == (1697, 64) and p.R is None
     assert p.xq.dtype == np.float32 and 0 <= p.xq.min() and p.xq.max() <= 1
     assert np.bincount(p.yq).tolist() == [10] * 10
+
+
+def test_default_protocol_indices_point_at_the_pooled_items():
+    ds = data.load("digits")
+    p = splits.default_protocol(ds, seed=3)
+    pooled = ds.pooled()
+    np.testing.assert_array_equal(p.xq, splits.features(pooled.x[p.queries]))
+    np.testing.assert_array_equal(p.yb, pooled.y[p.database])
