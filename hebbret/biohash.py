@@ -61,6 +61,7 @@ class RuleConfig(NamedTuple):
     max_epochs: int = 100  # hard cap on epochs
     norm_target: float = 1.06  # stop when the mean row p-norm falls below this (paper's criterion)
     precision: float = 1e-30  # floor of the max-normaliser
+    init_norm: float | None = None  # None: W0 ~ N(0, 1) (paper); else rows rescaled to this p-norm
 
 
 class TrainResult(NamedTuple):
@@ -365,6 +366,9 @@ def train(
     n, d = x.shape
     if init is None:
         w = jax.random.normal(key, (int(m), d), jnp.float32)
+        if cfg.init_norm is not None:  # start on the sphere the rule converges to (an ablation)
+            norms = jnp.sum(jnp.abs(w) ** cfg.p, axis=1, keepdims=True) ** (1.0 / cfg.p)
+            w = w * (cfg.init_norm / norms)
     else:
         w = jnp.asarray(init, jnp.float32)
         if w.shape != (m, d):

@@ -204,3 +204,14 @@ def test_precision_floor_keeps_zero_update_finite():
     x = jnp.zeros((2, 3))
     out = bh.step(w, x, 0.1, bh.RuleConfig())
     assert np.array_equal(np.asarray(out), np.zeros((4, 3)))
+
+
+def test_init_norm_starts_on_the_sphere():
+    x = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    cfg = bh.RuleConfig(init_norm=1.0, max_epochs=1, p=3.0)
+    res = bh.train(jax.random.key(0), x, 5, cfg, progress=False)
+    w0 = jax.random.normal(jax.random.key(0), (5, 8), jnp.float32)
+    w0 = w0 / jnp.sum(jnp.abs(w0) ** 3, axis=1, keepdims=True) ** (1 / 3)
+    assert res.epochs == 1
+    first = bh.train(jax.random.key(0), x, 5, cfg._replace(max_epochs=1), progress=False, init=w0)
+    np.testing.assert_allclose(res.w, first.w, atol=1e-6)
