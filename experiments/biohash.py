@@ -67,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         "this norm instead of N(0, 1) (the paper's init)",
     )
     parser.add_argument("--eps0", type=float, help="ablation: initial learning rate (paper 0.02)")
+    parser.add_argument(
+        "--norm-target",
+        type=float,
+        help="ablation: stop below this mean norm "
+        "(paper 1.06; 0 = always run the preset's max epochs)",
+    )
     args = parser.parse_args(argv)
 
     cfg = get_config(args.experiment, quick=args.quick)
@@ -79,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     proto = build_protocol(ds, cfg, args.seed)
     print(f"{ds.spec}: {proto.name}, R = {proto.R or 'All'}", flush=True)
     rule = biohash.RuleConfig(max_epochs=cfg["max_epochs"], init_norm=args.init_norm)
-    if args.eps0 is not None:
-        rule = rule._replace(eps0=args.eps0)
+    for field in ("eps0", "norm_target"):
+        if getattr(args, field) is not None:
+            rule = rule._replace(**{field: getattr(args, field)})
     rows = []
     for activity in cfg["activities"] or (cfg["activity"],):
         hcfg = hashing.HashConfig(k=1, activity=activity, rule=rule, seed=args.seed)
@@ -128,6 +135,7 @@ def report(args, cfg, proto, rows, paper, seconds) -> str:
                 ("methods", args.methods),
                 ("init_norm", args.init_norm),
                 ("eps0", args.eps0),
+                ("norm_target", args.norm_target),
             )
             if v is not None
         )
@@ -156,7 +164,8 @@ def report(args, cfg, proto, rows, paper, seconds) -> str:
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         lines += [
-            f"| {r['method']} | {r['k']} | {100 * r['activity']:.2f} % | {r['bits']} | {r['epochs']} | "
+            f"| {r['method']} | {r['k']} | {100 * r['activity']:.2f} % | {r['bits']} | "
+            f"{r['epochs']} | "
             f"{r['mean_norm']:.3f} | {r['fit_s']:.1f} |"
             for r in bio
         ]

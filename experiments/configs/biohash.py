@@ -2,7 +2,7 @@
 
 Commands (from the repository root; --quick shrinks everything for a 2-core CPU):
 
-    python experiments/biohash.py --experiment table2 --quick   # ~5 min on 2 cores
+    python experiments/biohash.py --experiment table2 --quick   # ~15 min on 2 cores
     python experiments/biohash.py --experiment table2           # full: 10k queries x 50k, k=2..64
     python experiments/biohash.py --experiment table1           # MNIST via tfds (needs a prepared
                                                                 # tfds mnist; cannot run offline)
@@ -52,11 +52,10 @@ def get_config(experiment: str, quick: bool = False) -> dict:
     if experiment not in configs:
         raise KeyError(f"unknown experiment {experiment!r}: expected one of {sorted(configs)}")
     cfg = configs[experiment]
-    if quick:  # same protocol, fewer queries / database items, k <= 16, fewer epochs
+    if quick:  # same protocol and training set; 10x fewer queries, k <= 16, at most 30 epochs
         cfg = cfg | {
-            "queries_per_class": 100,
-            "database_limit": 10_000,
-            "max_epochs": 20,
+            "queries_per_class": cfg["queries_per_class"] // 10,
+            "max_epochs": 30,
             "ks": tuple(k for k in cfg["ks"] if k <= 16),
         }
     return dict(cfg)

@@ -1,0 +1,52 @@
+"""The experiment scripts run end to end on small data (tfds mock data for the MNIST protocol)."""
+
+import importlib.util
+import json
+import pathlib
+
+import pytest
+import tensorflow_datasets as tfds
+from test_data import mock_getitems, write_tfds_metadata
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_biohash_table1_protocol_on_tfds_mock_mnist(tmp_path, monkeypatch):
+    """Table 1 (MNIST via tfds) runs unchanged: 100 queries per class, mAP@All, paper numbers."""
+    write_tfds_metadata("mnist", tmp_path / "tfds", "array_record")
+    monkeypatch.setattr("tensorflow_datasets.testing.mocking._getitems", mock_getitems)
+    script = load_script("biohash")
+    out = tmp_path / "t1"
+    policy = tfds.testing.MockPolicy.USE_FILES
+    with tfds.testing.mock_data(num_examples=700, policy=policy, data_dir=str(tmp_path / "tfds")):
+        argv = ["--experiment", "table1", "--quick", "--methods", "lsh,biohash", "--out", str(out)]
+        assert script.main(argv) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    rows = record["metrics"]["rows"]
+    assert [(r["method"], r["k"]) for r in rows] == [
+        (m, k) for m in ("lsh", "biohash") for k in (2, 4, 8, 16)
+    ]
+    assert record["config"]["R"] is None and record["dataset"]["spec"] == "mnist"
+    assert "100 queries" in record["metrics"]["protocol"]  # 10 per class in --quick
+    table = out.with_suffix(".md").read_text()
+    assert "| BioHash |" in table and "(44.38)" in table  # the paper's MNIST k=2 number
+    assert all(0 <= r["map"] <= 100 for r in rows)
+
+
+@pytest.mark.parametrize("experiment", ["table2", "table1", "shadows", "activity"])
+def test_configs_quick_presets_keep_the_protocol(experiment):
+    import sys
+    from importlib import import_module
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    cfg = import_module("configs.biohash").get_config(experiment, quick=True)
+    full = import_module("configs.biohash").get_config(experiment)
+    assert cfg["R"] == full["R"] and cfg["activity"] == full["activity"]
+    assert max(cfg["ks"]) <= 16 and cfg["max_epochs"] <= full["max_epochs"]
