@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="results path without extension")
     parser.add_argument("--methods", help="comma-separated subset (default: the experiment's)")
+    parser.add_argument("--ks", help="comma-separated hash lengths (default: the experiment's)")
     parser.add_argument(
         "--init-norm",
         type=float,
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg["dataset"] = args.dataset or cfg["dataset"]
     if args.methods:
         cfg["methods"] = tuple(m.strip() for m in args.methods.split(","))
+    if args.ks:
+        cfg["ks"] = tuple(int(k) for k in args.ks.split(","))
     out = args.out or f"results/biohash_{args.experiment}{'_quick' if args.quick else ''}"
     start = time.perf_counter()
     ds = data.load(cfg["dataset"])
@@ -133,6 +136,7 @@ def report(args, cfg, proto, rows, paper, seconds) -> str:
             f" --{k.replace('_', '-')} {v}"
             for k, v in (
                 ("methods", args.methods),
+                ("ks", args.ks),
                 ("init_norm", args.init_norm),
                 ("eps0", args.eps0),
                 ("norm_target", args.norm_target),
