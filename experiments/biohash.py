@@ -14,6 +14,8 @@ import pathlib
 import sys
 import time
 
+import numpy as np
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from configs.biohash import get_config  # noqa: E402
@@ -28,6 +30,12 @@ def build_protocol(ds: data.Dataset, cfg: dict, seed: int) -> splits.Protocol:
     pooled = ds.pooled()
     split = splits.per_class_queries(pooled.y, cfg["queries_per_class"], seed)
     queries, database = split.queries, split.database[: cfg.get("database_limit")]
+    if cfg.get("query_subset"):  # --quick: the first n queries of each class (a random subset)
+        keep = [
+            np.flatnonzero(pooled.y[queries] == c)[: cfg["query_subset"]]
+            for c in np.unique(pooled.y)
+        ]
+        queries = queries[np.sort(np.concatenate(keep))]
     if cfg.get("validation"):  # 100 per class of the training set become validation queries
         val = splits.per_class_queries(pooled.y[database], 100, seed + 1)
         queries, database = database[val.queries], database[val.database]

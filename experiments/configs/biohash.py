@@ -52,9 +52,9 @@ def get_config(experiment: str, quick: bool = False) -> dict:
     if experiment not in configs:
         raise KeyError(f"unknown experiment {experiment!r}: expected one of {sorted(configs)}")
     cfg = configs[experiment]
-    if quick:  # same protocol and training set; 10x fewer queries, k <= 16, at most 30 epochs
+    if quick:  # same split, database and training set; 10 % of the queries, k <= 16, <= 30 epochs
         cfg = cfg | {
-            "queries_per_class": cfg["queries_per_class"] // 10,
+            "query_subset": cfg["queries_per_class"] // 10,
             "max_epochs": 30,
             "ks": tuple(k for k in cfg["ks"] if k <= 16),
         }
