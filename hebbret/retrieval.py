@@ -614,11 +614,8 @@ def evaluate(
         cfg, xq, yq, xb, yb, chunk_size=chunk_size, mesh=mesh, seed=seed, progress=progress
     )
     nq = xq.shape[0]
-    cat = {k: np.concatenate([o[k] for o in results])[:nq] for k in ("hits_at", "pr11")}
-    cat.update(
-        (k, np.concatenate([o[k] for o in results])[:nq])
-        for k in ("precision_at", "recall_at", "num_relevant")
-    )
+    per_query = ("hits_at", "pr11", "precision_at", "recall_at", "num_relevant")
+    cat = {k: np.concatenate([o[k] for o in results])[:nq] for k in per_query}
     ap = {k: np.concatenate([o["ap"][k] for o in results])[:nq] for k in NORMALISERS}
     curve = {k: sum(o[f"{k}_curve_sum"] for o in results) / nq for k in ("precision", "recall")}
     return {
