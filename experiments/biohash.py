@@ -99,37 +99,48 @@ def main(argv: list[str] | None = None) -> int:
     for field in ("eps0", "norm_target"):
         if getattr(args, field) is not None:
             rule = rule._replace(**{field: getattr(args, field)})
+    paper = getattr(published, cfg["paper"]) if cfg["paper"] else None
+
+    def save(rows: list[dict], complete: bool) -> float:
+        """Write the record and table so far (after every method: a long run keeps its rows)."""
+        seconds = time.perf_counter() - start
+        record = results.record(
+            config=cfg
+            | {
+                "experiment": args.experiment,
+                "quick": args.quick,
+                "tie": "exact",
+                "normaliser": "retrieved",
+                "rule": rule._asdict(),
+            },
+            seed=args.seed,
+            metrics={"rows": rows, "protocol": proto.name, "complete": complete},
+            wall_time_s=seconds,
+            dataset={"spec": ds.spec, "checksum": ds.checksum},
+        )
+        results.write_json(f"{out}.json", record)
+        text = report(args, cfg, proto, rows, paper, seconds)
+        if not complete:
+            text = "**Partial: the run is still going or was interrupted.**\n\n" + text
+        files.atomic_write_text(f"{out}.md", text)
+        return seconds
+
     rows = []
     for activity in cfg["activities"] or (cfg["activity"],):
         hcfg = hashing.HashConfig(k=1, activity=activity, rule=rule, seed=args.seed)
-        for row in compare.run(
-            proto,
-            methods=cfg["methods"],
-            ks=cfg["ks"],
-            config=hcfg,
-            progress=True,
-            log=lambda line: print(line, flush=True),
-        ):
-            rows.append(row | {"activity": activity})
-    seconds = time.perf_counter() - start
-
-    paper = getattr(published, cfg["paper"]) if cfg["paper"] else None
-    record = results.record(
-        config=cfg
-        | {
-            "experiment": args.experiment,
-            "quick": args.quick,
-            "tie": "exact",
-            "normaliser": "retrieved",
-            "rule": rule._asdict(),
-        },
-        seed=args.seed,
-        metrics={"rows": rows, "protocol": proto.name},
-        wall_time_s=seconds,
-        dataset={"spec": ds.spec, "checksum": ds.checksum},
-    )
-    results.write_json(f"{out}.json", record)
-    files.atomic_write_text(f"{out}.md", report(args, cfg, proto, rows, paper, seconds))
+        for method in cfg["methods"]:
+            max_k = cfg.get("max_k", {}).get(method, max(cfg["ks"]))
+            for row in compare.run(
+                proto,
+                methods=(method,),
+                ks=[k for k in cfg["ks"] if k <= max_k],
+                config=hcfg,
+                progress=True,
+                log=lambda line: print(line, flush=True),
+            ):
+                rows.append(row | {"activity": activity})
+            save(rows, complete=False)
+    seconds = save(rows, complete=True)
     print(f"wrote {out}.json and {out}.md ({seconds:.0f} s)")
     return 0
 

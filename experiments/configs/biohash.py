@@ -23,6 +23,7 @@ def get_config(experiment: str, quick: bool = False) -> dict:
         "R": 1000,
         "activity": 0.005,
         "ks": (2, 4, 8, 16, 32, 64),
+        "max_k": {"biohash": 32},  # the paper reports no BioHash k = 64 (m = 12,800)
         "methods": METHODS,
         "max_epochs": 100,
         "paper": "BIOHASH_CIFAR10_TABLE2",
