@@ -72,3 +72,30 @@ def pr_curves(curves: Mapping[str, dict], *, title: str | None = None) -> Figure
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def sweep(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    xlabel: str,
+    ylabel: str,
+    logx: bool = False,
+    title: str | None = None,
+) -> Figure:
+    """One measured quantity against a swept setting (e.g. mAP against activity, BioHash Fig. 4);
+    the best point is ringed."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.plot(x, y, "o-")
+    best = int(np.argmax(y))
+    ax.plot(x[best], y[best], "o", mfc="none", ms=12, color="tab:red")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -50,3 +50,35 @@ def test_configs_quick_presets_keep_the_protocol(experiment):
     full = import_module("configs.biohash").get_config(experiment)
     assert cfg["R"] == full["R"] and cfg["activity"] == full["activity"]
     assert max(cfg["ks"]) <= 16 and cfg["max_epochs"] <= full["max_epochs"]
+
+
+@pytest.mark.parametrize("experiment", ["shadows", "activity"])
+def test_biohash_shadows_and_activity_sweep_run_on_digits(experiment, tmp_path, monkeypatch):
+    """Table 6 and Fig. 4 end to end on the embedded digits (fewer queries per class than
+    CIFAR's 1,000): shadows print Table 6's numbers, the sweep scores every activity on the
+    validation split and plots it."""
+    script = load_script("biohash")
+    real = script.get_config
+
+    def small(name, quick=False):
+        return real(name, quick) | {"queries_per_class": 20, "query_subset": None}
+
+    monkeypatch.setattr(script, "get_config", small)
+    out = tmp_path / experiment
+    argv = ["--experiment", experiment, "--quick", "--dataset", "digits", "--out", str(out)]
+    if experiment == "shadows":
+        argv += ["--methods", "lsh,biohash", "--ks", "2,4"]
+    assert script.main(argv) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    rows, table = record["metrics"]["rows"], out.with_suffix(".md").read_text()
+    assert record["metrics"]["complete"] and "Partial" not in table
+    if experiment == "shadows":
+        assert "shadows" in record["metrics"]["protocol"] and "(10.62)" in table
+        assert [(r["method"], r["k"]) for r in rows] == [
+            (m, k) for m in ("lsh", "biohash") for k in (2, 4)
+        ]
+    else:
+        assert "1000 queries (validation" in record["metrics"]["protocol"]
+        assert [r["activity"] for r in rows] == [0.0025, 0.005, 0.01, 0.02, 0.05]
+        assert [r["bits"] for r in rows] == [3200, 1600, 800, 400, 160]
+        assert "Best on validation" in table and out.with_suffix(".png").stat().st_size > 0
