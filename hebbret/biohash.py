@@ -91,7 +91,7 @@ def _rule(cfg: RuleConfig) -> _Rule:
 # --------------------------------------------------------------------------------------------
 
 
-def _signed_power(w: jax.Array, p: float) -> jax.Array:
+def signed_power(w: jax.Array, p: float) -> jax.Array:
     """``sign(W) |W|^(p-1)`` elementwise (``W`` itself for p = 2; integer powers stay exact)."""
     if p == 2.0:
         return w
@@ -103,7 +103,7 @@ def _signed_power(w: jax.Array, p: float) -> jax.Array:
 
 def _currents_mb(w: jax.Array, x: jax.Array, p: float) -> jax.Array:
     """(m, B) currents, ``W`` (m, d) as the lhs as in the notebook (``W @ X.T`` for p = 2)."""
-    return jnp.dot(_signed_power(w, p), x.T, precision=_HIGHEST)
+    return jnp.dot(signed_power(w, p), x.T, precision=_HIGHEST)
 
 
 @functools.partial(jax.jit, static_argnames="p")

@@ -15,6 +15,10 @@ import numpy as np
 from hebbret import hashing, retrieval
 from hebbret.splits import Protocol
 
+# ``hebbret compare``'s default: BioHash and its paper's baselines (BioConvHash is opt-in: its
+# paper settings give 147,600 features an image on CIFAR-10).
+DEFAULT_METHODS = ("lsh", "pcahash", "sh", "itq", "flyhash", "naivebiohash", "biohash")
+
 
 def run(
     proto: Protocol,

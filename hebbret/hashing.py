@@ -15,6 +15,7 @@ name               sparse  code of a (centred) input x
 ``flyhash``        yes     top-k of ``M x``, M (10 d, d) binary with 10 % ones a row (Dasgupta 2017)
 ``naivebiohash``   no      sign of the k currents of a k-unit Krotov-Hopfield layer
 ``biohash``        yes     top-k of the m = k / activity currents ``<W_mu, x>_mu`` (BioHash eq. 6)
+``bioconvhash``    yes     BioHash on Hebbian conv features (BioHash §2.4, :mod:`hebbret.bioconv`)
 =================  ======  =====================================================================
 
 Every method centres its inputs by the training mean (BioHash appendix D: "the training / retrieval
@@ -47,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
-from hebbret import biohash, retrieval
+from hebbret import bioconv, biohash, retrieval
 from hebbret.errors import InputError
 
 _HI = jax.lax.Precision.HIGHEST
@@ -95,6 +96,8 @@ class HashConfig(NamedTuple):
       fly_sampling: fraction of the d inputs each Kenyon cell sums (paper: 0.1).
       itq_iterations: ITQ alternations (paper: 50).
       seed: the one seed of every random choice (projections, rotations, weights).
+      conv: BioConvHash's convolutional front end (filters, kernel sizes, k_CI, pooling).
+      image_shape: (H, W, C) of the images that (n, H*W*C) rows hold (BioConvHash only).
     """
 
     k: int
@@ -104,6 +107,8 @@ class HashConfig(NamedTuple):
     fly_sampling: float = 0.1
     itq_iterations: int = 50
     seed: int = 0
+    conv: bioconv.ConvConfig = bioconv.ConvConfig()
+    image_shape: tuple[int, int, int] | None = None
 
 
 class Hasher(NamedTuple):
@@ -177,6 +182,28 @@ class BioHashParams(NamedTuple):
     epochs: int
     mean_norm: float
     history: Any
+
+
+class BioConvHashParams(NamedTuple):
+    """filters: one (F, K*K*C) bank per kernel size of ``conv``, learned on unit patches;
+    filter_epochs: the rule's epochs per bank; image_shape (H, W, C); layer: the BioHash layer
+    on the (n, D) conv features (its mean, W (m, D), k, epochs, mean norm)."""
+
+    filters: tuple[np.ndarray, ...]
+    filter_epochs: tuple[int, ...]
+    conv: bioconv.ConvConfig
+    image_shape: tuple[int, int, int]
+    layer: BioHashParams
+
+    @property
+    def epochs(self) -> int:
+        """Epochs of the BioHash layer."""
+        return self.layer.epochs
+
+    @property
+    def mean_norm(self) -> float:
+        """Final mean row norm of the BioHash layer."""
+        return self.layer.mean_norm
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,6 +615,75 @@ def encode_naivebiohash(
 
 
 # --------------------------------------------------------------------------------------------
+# BioConvHash
+# --------------------------------------------------------------------------------------------
+
+
+def _images(x: Any, image_shape: tuple[int, int, int] | None) -> np.ndarray:
+    """(n, H, W, C) images from 4-D input or from (n, H*W*C) rows and ``image_shape``."""
+    x = np.asarray(x)
+    if x.ndim == 4:
+        if image_shape is not None and tuple(x.shape[1:]) != tuple(image_shape):
+            raise InputError(f"images are {x.shape[1:]}, but image_shape is {tuple(image_shape)}")
+        return bioconv.check_images(x)
+    x = _features(x)
+    if image_shape is None:
+        raise InputError(
+            "bioconvhash needs images: pass (n, H, W, C) arrays or set HashConfig.image_shape"
+        )
+    if x.shape[1] != int(np.prod(image_shape)):
+        raise InputError(
+            f"features have {x.shape[1]} columns but the hasher was fitted on "
+            f"{int(np.prod(image_shape))} (images of shape {tuple(image_shape)})"
+        )
+    return x.reshape((x.shape[0], *image_shape))
+
+
+def fit_bioconvhash(
+    x: np.ndarray, cfg: HashConfig, *, progress: bool = False, mesh: Any = None
+) -> BioConvHashParams:
+    """BioConvHash (Ryali et al. §2.4): per kernel size, F filters learned by the Krotov-Hopfield
+    rule on unit-normalised patches (:func:`hebbret.bioconv.learn_filters`); conv features
+    (normalised currents, cross-channel inhibition, max-pool; :func:`bioconv.feature_map`); then
+    a BioHash layer (m = k / activity units) trained on the centred features."""
+    images = _images(x, cfg.image_shape)
+    key = jax.random.key(cfg.seed)
+    banks, epochs = [], []
+    bioconv.feature_dim(images.shape[1:], cfg.conv)  # fails early on a config that cannot fit
+    for kernel in cfg.conv.kernels:
+        res = bioconv.learn_filters(
+            jax.random.fold_in(key, kernel),
+            images,
+            kernel,
+            cfg.conv,
+            cfg.rule,
+            mesh=mesh,
+            progress=progress,
+        )
+        banks.append(np.asarray(res.w, np.float32))
+        epochs.append(int(res.epochs))
+    feats = bioconv.feature_map(banks, images, cfg.conv, p=cfg.rule.p, progress=progress)
+    layer = fit_biohash(feats, cfg, progress=progress, mesh=mesh)
+    return BioConvHashParams(tuple(banks), tuple(epochs), cfg.conv, tuple(images.shape[1:]), layer)
+
+
+def encode_bioconvhash(
+    params: BioConvHashParams, x: np.ndarray, *, chunk_size: int | None = None
+) -> Codes:
+    """Conv features, then BioHash eq. 6 on them: (n, H*W*C) rows or (n, H, W, C) images ->
+    bits (n, m) with k ones, active (n, k). Images go through in blocks of 4,096, so the (n, D)
+    features are never all in memory."""
+    images = _images(x, params.image_shape)
+    block, parts = 4096, []
+    for s in range(0, images.shape[0], block):
+        feats = bioconv.feature_map(
+            params.filters, images[s : s + block], params.conv, p=params.layer.p
+        )
+        parts.append(encode_biohash(params.layer, feats, chunk_size=chunk_size).active)
+    return _sparse_codes(np.concatenate(parts), params.layer.w.shape[0])
+
+
+# --------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------
 
@@ -599,6 +695,7 @@ HASHERS: dict[str, Hasher] = {
     "flyhash": Hasher("flyhash", True, fit_flyhash, encode_flyhash),
     "naivebiohash": Hasher("naivebiohash", False, fit_naivebiohash, encode_naivebiohash),
     "biohash": Hasher("biohash", True, fit_biohash, encode_biohash),
+    "bioconvhash": Hasher("bioconvhash", True, fit_bioconvhash, encode_bioconvhash),
 }
 
 
