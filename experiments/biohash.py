@@ -14,47 +14,23 @@ import pathlib
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from configs.biohash import get_config  # noqa: E402
 
 from hebbret import biohash, compare, data, files, hashing, plots, published, results, splits  # noqa: E402
-from hebbret.perturb import shadow  # noqa: E402
 
 
 def build_protocol(ds: data.Dataset, cfg: dict, seed: int) -> splits.Protocol:
-    """Queries per class vs the rest (the rest is training set and database), optionally capped,
-    with shadowed queries or a validation split carved out of the training set (Fig. 4)."""
-    pooled = ds.pooled()
-    split = splits.per_class_queries(pooled.y, cfg["queries_per_class"], seed)
-    queries, database = split.queries, split.database[: cfg.get("database_limit")]
-    if cfg.get("query_subset"):  # --quick: the first n queries of each class (a random subset)
-        keep = [
-            np.flatnonzero(pooled.y[queries] == c)[: cfg["query_subset"]]
-            for c in np.unique(pooled.y)
-        ]
-        queries = queries[np.sort(np.concatenate(keep))]
-    if cfg.get("validation"):  # 100 per class of the training set become validation queries
-        val = splits.per_class_queries(pooled.y[database], 100, seed + 1)
-        queries, database = database[val.queries], database[val.database]
-    q_images = pooled.x[queries]
-    if cfg["shadows"]:
-        q_images = shadow(q_images)
-    name = (
-        f"{len(queries)} queries ({'validation' if cfg.get('validation') else 'test'}"
-        f"{', shadows' if cfg['shadows'] else ''}) vs {len(database)} database = training"
-    )
-    return splits.Protocol(
-        name,
-        splits.features(q_images),
-        pooled.y[queries],
-        splits.features(pooled.x[database]),
-        pooled.y[database],
+    """The experiment's protocol (:func:`hebbret.splits.class_query_protocol`)."""
+    return splits.class_query_protocol(
+        ds,
+        cfg["queries_per_class"],
         cfg["R"],
-        queries,
-        database,
+        seed,
+        query_subset=cfg.get("query_subset"),
+        validation=100 if cfg.get("validation") else None,
+        shadows=cfg["shadows"],
     )
 
 

@@ -117,11 +117,11 @@ def table(
             if ref is not None:
                 text += f" ({ref:.2f})"
             cells.append(text)
-        lines.append(f"| {_DISPLAY.get(method, method)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {DISPLAY_NAMES.get(method, method)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-_DISPLAY = {
+DISPLAY_NAMES = {
     "lsh": "LSH",
     "pcahash": "PCAHash",
     "sh": "SH",

@@ -99,3 +99,33 @@ def sweep(
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def filter_grid(
+    filters: np.ndarray, kernel: int, channels: int, *, columns: int = 20, title: str | None = None
+) -> Figure:
+    """Learned filters as a grid of K x K images (as Krotov & Hopfield plot their synapses).
+
+    ``filters`` (F, K*K*C) in (row, column, channel) order. Each filter is scaled by its largest
+    |entry|: greyscale filters use a diverging map centred on 0; colour ones map [-max, max] to
+    [0, 1] per channel.
+    """
+    filters = np.asarray(filters, np.float32)
+    f = filters.shape[0]
+    cols = min(columns, f)
+    rows = -(-f // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(0.5 * cols, 0.5 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= f:
+            continue
+        w = filters[i].reshape(kernel, kernel, channels)
+        scale = max(float(np.abs(w).max()), 1e-12)
+        if channels == 1:
+            ax.imshow(w[:, :, 0], cmap="bwr", vmin=-scale, vmax=scale)
+        else:
+            ax.imshow(np.clip(0.5 + 0.5 * w / scale, 0, 1))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(pad=0.2)
+    return fig

@@ -9,6 +9,8 @@ Image folders arrive sorted by class, and with a "stable by index" tie order tha
   (Lagani et al.: last 10k validation, first s % of the shuffled training indices labelled).
 - :func:`random_queries`: m random queries from a pool (Tzelepi & Tefas: 1,000 test images).
 - :func:`default_protocol`: the retrieval protocol ``hebbret eval --dataset`` uses for a dataset.
+- :func:`class_query_protocol`: BioHash's protocols (queries per class vs the rest; validation
+  split; shadowed queries).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from hebbret.data import Dataset
 from hebbret.errors import InputError
+from hebbret.perturb import shadow
 
 
 class QuerySplit(NamedTuple):
@@ -126,3 +129,50 @@ def default_protocol(ds: Dataset, seed: int = 0) -> Protocol:
     desc = f"{n_per_class} queries per class vs the rest, mAP@{'All' if r is None else r}"
     q, db = split
     return Protocol(desc, x[q], pooled.y[q], x[db], pooled.y[db], r, q, db)
+
+
+def class_query_protocol(
+    ds: Dataset,
+    queries_per_class: int,
+    R: int | None,  # noqa: N803  (the literature's name)
+    seed: int = 0,
+    *,
+    query_subset: int | None = None,
+    validation: int | None = None,
+    shadows: bool = False,
+) -> Protocol:
+    """BioHash's protocols (seed 001 §3.2): ``queries_per_class`` random items of every class are
+    the queries, the rest both training set and database.
+
+    Args:
+      ds: the dataset (all splits pooled).
+      queries_per_class, R: 1,000 and 1000 for CIFAR-10; 100 and None (All) for MNIST.
+      query_subset: keep only the first n queries of each class (a random subset; --quick).
+      validation: instead, n items per class of the training set become validation queries
+        and the rest of the training set the database (appendix D: activity chosen on 1k).
+      shadows: multiply 80 % of every query image by 0.3 (appendix B, :func:`perturb.shadow`).
+    """
+    pooled = ds.pooled()
+    split = per_class_queries(pooled.y, queries_per_class, seed)
+    queries, database = split.queries, split.database
+    if query_subset:
+        keep = [np.flatnonzero(pooled.y[queries] == c)[:query_subset] for c in np.unique(pooled.y)]
+        queries = queries[np.sort(np.concatenate(keep))]
+    if validation:
+        val = per_class_queries(pooled.y[database], validation, seed + 1)
+        queries, database = database[val.queries], database[val.database]
+    q_images = shadow(pooled.x[queries]) if shadows else pooled.x[queries]
+    name = (
+        f"{len(queries)} queries ({'validation' if validation else 'test'}"
+        f"{', shadows' if shadows else ''}) vs {len(database)} database = training"
+    )
+    return Protocol(
+        name,
+        features(q_images),
+        pooled.y[queries],
+        features(pooled.x[database]),
+        pooled.y[database],
+        R,
+        queries,
+        database,
+    )

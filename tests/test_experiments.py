@@ -82,3 +82,44 @@ def test_biohash_shadows_and_activity_sweep_run_on_digits(experiment, tmp_path, 
         assert [r["activity"] for r in rows] == [0.0025, 0.005, 0.01, 0.02, 0.05]
         assert [r["bits"] for r in rows] == [3200, 1600, 800, 400, 160]
         assert "Best on validation" in table and out.with_suffix(".png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("experiment", ["table2", "kci"])
+def test_bioconvhash_experiments_run_on_digits(experiment, tmp_path, monkeypatch):
+    """Table 2 + shadows + BioHash baseline, and the k_CI sweep, end to end on the embedded digits
+    with a small front end; the paper's numbers sit beside ours; the filters are plotted."""
+    script = load_script("bioconvhash")
+    real = script.get_config
+
+    def small(name, quick=False):
+        conv = {"filters": 16, "kernels": (3,), "k_ci": 1, "pool": 2, "stride": 1}
+        return real(name, quick) | {
+            "queries_per_class": 20,
+            "query_subset": None,
+            "conv": conv | {"patches": 5000},
+            "k_cis": (1, 4) if name == "kci" else (1,),
+        }
+
+    monkeypatch.setattr(script, "get_config", small)
+    out = tmp_path / experiment
+    argv = ["--experiment", experiment, "--quick", "--dataset", "digits", "--out", str(out)]
+    assert script.main([*argv, "--ks", "2,4"]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    rows, table = record["metrics"]["rows"], out.with_suffix(".md").read_text()
+    assert record["metrics"]["complete"]
+    assert [f["kernel"] for f in record["metrics"]["filters"]] == [3]
+    assert (tmp_path / f"{experiment}_filters_K3.png").stat().st_size > 0
+    conv = [r for r in rows if r["method"] == "bioconvhash"]
+    if experiment == "table2":
+        assert [r["k"] for r in rows] == [2, 4, 2, 4]  # BioConvHash, then BioHash on pixels
+        assert all("shadows" in r and 0 <= r["shadows"] <= 100 for r in rows)
+        assert "| BioConvHash | " in table and "(26.94)" in table and "(26.84)" in table
+        assert "BioHash (pixels), shadows" in table and "(11.05)" in table
+    else:
+        assert [(r["k_ci"], r["k"]) for r in conv] == [(1, 2), (1, 4), (4, 2), (4, 4)]
+        line = {
+            int(x.split("k_CI = ")[1].split(" ")[0]): x for x in table.splitlines() if "k_CI =" in x
+        }
+        assert "(26.94)" in line[1] and "(" not in line[4].split("|", 2)[2]  # Table 3 has no 4
+        assert "shadows" not in conv[0]
+    assert all(0 <= r["clean"] <= 100 and r["epochs"] >= 1 for r in rows)

@@ -1,4 +1,4 @@
-"""Figures: the retrieval grid frames hits green and misses red."""
+"""Figures: retrieval grid colours, P-R curves, filter grids, sweeps."""
 
 import matplotlib.colors as mcolors
 import numpy as np
@@ -32,3 +32,22 @@ def test_pr_curves_one_line_per_method():
         }
     )
     assert len(fig.axes[0].get_lines()) == 2
+
+
+def test_filter_grid_shows_each_filter_as_its_patch():
+    rng = np.random.default_rng(0)
+    filters = rng.normal(size=(7, 3 * 3 * 3))
+    fig = plots.filter_grid(filters, 3, 3, columns=4)
+    shown = [ax.get_images() for ax in fig.axes]
+    assert len(fig.axes) == 8 and sum(len(s) for s in shown) == 7
+    first = shown[0][0].get_array()
+    w = filters[0].reshape(3, 3, 3)
+    np.testing.assert_allclose(first, np.clip(0.5 + 0.5 * w / np.abs(w).max(), 0, 1), rtol=1e-6)
+    grey = plots.filter_grid(rng.normal(size=(2, 4)), 2, 1)
+    assert grey.axes[0].get_images()[0].get_cmap().name == "bwr"
+
+
+def test_sweep_rings_the_best_point():
+    fig = plots.sweep([0.25, 0.5, 1.0], [20.0, 22.0, 21.0], xlabel="a", ylabel="m", logx=True)
+    ring = fig.axes[0].get_lines()[1]
+    assert list(ring.get_xdata()) == [0.5] and list(ring.get_ydata()) == [22.0]
