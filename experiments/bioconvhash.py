@@ -128,15 +128,13 @@ def main(argv: list[str] | None = None) -> int:
                 "rule": rule._asdict(),
             },
             seed=args.seed,
-            metrics={"rows": rows, "protocol": proto.name, "complete": complete} | info,
+            metrics={"rows": rows, "protocol": proto.name} | info,
             wall_time_s=seconds,
             dataset={"spec": ds.spec, "checksum": ds.checksum},
         )
-        results.write_json(f"{out}.json", record)
-        text = report(args, cfg, proto, rows, info, seconds)
-        if not complete:
-            text = "**Partial: the run is still going or was interrupted.**\n\n" + text
-        files.atomic_write_text(f"{out}.md", text)
+        results.write_run(
+            out, record, report(args, cfg, proto, rows, info, seconds), complete=complete
+        )
         return seconds
 
     # 1. filters: one bank per kernel size, learned once on unit-normalised patches

@@ -90,15 +90,12 @@ def main(argv: list[str] | None = None) -> int:
                 "rule": rule._asdict(),
             },
             seed=args.seed,
-            metrics={"rows": rows, "protocol": proto.name, "complete": complete},
+            metrics={"rows": rows, "protocol": proto.name},
             wall_time_s=seconds,
             dataset={"spec": ds.spec, "checksum": ds.checksum},
         )
-        results.write_json(f"{out}.json", record)
         text = report(args, cfg, proto, rows, paper, seconds)
-        if not complete:
-            text = "**Partial: the run is still going or was interrupted.**\n\n" + text
-        files.atomic_write_text(f"{out}.md", text)
+        results.write_run(out, record, text, complete=complete)
         if cfg["activities"] and complete:
             fig = plots.sweep(
                 [100 * r["activity"] for r in rows],

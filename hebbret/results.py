@@ -77,3 +77,19 @@ def record(
 def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """Writes a record as indented JSON, atomically."""
     atomic_write_text(path, json.dumps(_jsonable(payload), indent=2) + "\n")
+
+
+def write_run(
+    out: str | os.PathLike,
+    record_: dict[str, Any],
+    markdown: str,
+    *,
+    complete: bool,
+) -> None:
+    """An experiment's ``out.json`` (the record, with ``metrics.complete``) and ``out.md``;
+    an incomplete run (written after each stage of a long run) is marked partial in both."""
+    record_ = record_ | {"metrics": record_["metrics"] | {"complete": complete}}
+    write_json(f"{out}.json", record_)
+    if not complete:
+        markdown = "**Partial: the run is still going or was interrupted.**\n\n" + markdown
+    atomic_write_text(f"{out}.md", markdown)

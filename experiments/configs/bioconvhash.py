@@ -17,20 +17,18 @@ the kernel sizes, k_CI and pooling, but learns F = 32 filters per kernel size (D
 BioHash at 30 epochs and k <= 16.
 """
 
+from configs.biohash import get_config as biohash_config
+
 PAPER_CONV = {"filters": 400, "kernels": (3, 4, 10), "k_ci": 1, "pool": 7, "stride": 2}
 
 
 def get_config(experiment: str, quick: bool = False) -> dict:
     """Settings for one experiment; ``quick`` shrinks F, the queries and the epochs."""
-    cifar = {
-        "dataset": "archive:../shared/data/cifar10-jpeg.tar.gz",
-        "queries_per_class": 1000,
-        "R": 1000,
-        "activity": 0.005,
+    protocol = ("dataset", "queries_per_class", "R", "activity", "max_epochs")
+    cifar = {key: biohash_config("table2")[key] for key in protocol} | {
         "ks": (2, 4, 8, 16, 32),
         "conv": PAPER_CONV | {"patches": 500_000},
         "k_cis": (1,),
-        "max_epochs": 100,
         "shadows": True,
         "baseline": True,
         "paper": "cifar10",
