@@ -45,13 +45,13 @@ def _map(method: str, params, xq: np.ndarray, cb: hashing.Codes, proto) -> float
     return 100 * out["map"]
 
 
-def _hash_rows(method, xb, query_sets, proto, cfg, rule, seed, extra, log):
+def _hash_rows(method, xb, query_sets, proto, cfg, rule, seed, extra, log, mesh=None):
     """Fit ``method`` on the database features for every k; mAP of every query set."""
     rows = []
     for k in cfg["ks"]:
         hcfg = hashing.HashConfig(k=k, activity=cfg["activity"], rule=rule, seed=seed)
         start = time.perf_counter()
-        params = hashing.fit(method, xb, hcfg, progress=True)
+        params = hashing.fit(method, xb, hcfg, progress=True, mesh=mesh)
         fit_s = time.perf_counter() - start
         cb = hashing.encode(method, params, xb)
         row = extra | {
@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernels", help="comma-separated kernel sizes")
     parser.add_argument("--k-cis", help="comma-separated channel-inhibition k_CI values")
     parser.add_argument("--no-baseline", action="store_true", help="skip BioHash on pixels")
+    parser.add_argument(
+        "--devices", type=int, help="split minibatches and image chunks over this many devices"
+    )
     args = parser.parse_args(argv)
 
     cfg = get_config(args.experiment, quick=args.quick)
@@ -110,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     images = {"db": pooled[proto.database], "clean": pooled[proto.queries]}
     if cfg["shadows"]:
         images["shadows"] = perturb.shadow(images["clean"])
+    mesh = biohash.data_mesh(args.devices) if args.devices else None
     log(f"{ds.spec}: {proto.name}, R = {proto.R or 'All'}")
     rule = biohash.RuleConfig(max_epochs=cfg["max_epochs"])
     conv = bioconv.ConvConfig(**cfg["conv"])
@@ -147,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             kernel,
             conv,
             rule,
+            mesh=mesh,
             progress=True,
         )
         banks.append(np.asarray(res.w))
@@ -174,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         c = conv._replace(k_ci=k_ci)
         t = time.perf_counter()
         feats = {
-            name: bioconv.feature_map(banks, x, c, progress=True) for name, x in images.items()
+            name: bioconv.feature_map(banks, x, c, mesh=mesh, progress=True)
+            for name, x in images.items()
         }
         seconds = time.perf_counter() - t
         n_images = sum(len(x) for x in images.values())
@@ -200,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             args.seed,
             {"method": "bioconvhash", "k_ci": k_ci},
             log,
+            mesh,
         )
         del feats
         save(complete=False)
@@ -210,7 +217,16 @@ def main(argv: list[str] | None = None) -> int:
         if cfg["shadows"]:
             queries["shadows"] = splits.features(images["shadows"])
         rows += _hash_rows(
-            "biohash", proto.xb, queries, proto, cfg, rule, args.seed, {"method": "biohash"}, log
+            "biohash",
+            proto.xb,
+            queries,
+            proto,
+            cfg,
+            rule,
+            args.seed,
+            {"method": "biohash"},
+            log,
+            mesh,
         )
     seconds = save(complete=True)
     log(f"wrote {out}.json and {out}.md ({seconds:.0f} s)")

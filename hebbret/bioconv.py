@@ -31,6 +31,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from hebbret import biohash
 from hebbret.errors import InputError
@@ -202,6 +204,7 @@ def feature_map(
     *,
     p: float = 2.0,
     chunk_size: int = 256,
+    mesh: Mesh | None = None,
     progress: bool = False,
 ) -> np.ndarray:
     """BioConvHash features: normalised currents -> inhibition -> max-pool -> flatten, per filter
@@ -213,6 +216,8 @@ def feature_map(
       images: (n, H, W, C) images (any real dtype).
       cfg: the front end's settings (k_ci, pool, stride).
       p: the rule's p (the filters' inner product, BioHash eq. 1).
+      mesh: optional 1-D device mesh (``biohash.data_mesh``): each chunk's images are split
+        over its devices (the chunk is rounded up to a multiple of the device count).
 
     Returns:
       (n, D) float32, D = :func:`feature_dim`.
@@ -235,6 +240,12 @@ def feature_map(
         banks.append(jnp.asarray(bank))
     n = images.shape[0]
     chunk = max(1, min(int(chunk_size), n))
+    put = jnp.asarray
+    if mesh is not None:
+        chunk = -(-chunk // mesh.size) * mesh.size
+        banks = [jax.device_put(b, NamedSharding(mesh, P())) for b in banks]
+        data = NamedSharding(mesh, P(mesh.axis_names[0]))
+        put = functools.partial(jax.device_put, device=data)
     static = {
         "k_ci": int(cfg.k_ci),
         "pool": int(cfg.pool),
@@ -252,7 +263,7 @@ def feature_map(
         rows = block.shape[0]
         if rows < chunk:  # one shape, one compilation
             block = np.concatenate([block, np.zeros((chunk - rows, h, w, c), block.dtype)])
-        feats = np.asarray(_feature_chunk(tuple(banks), jnp.asarray(block), **static))[:rows]
+        feats = np.asarray(_feature_chunk(tuple(banks), put(block), **static))[:rows]
         if out is None:
             out = np.empty((n, feats.shape[1]), np.float32)
         out[s : s + rows] = feats

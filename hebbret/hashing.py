@@ -662,7 +662,7 @@ def fit_bioconvhash(
         )
         banks.append(np.asarray(res.w, np.float32))
         epochs.append(int(res.epochs))
-    feats = bioconv.feature_map(banks, images, cfg.conv, p=cfg.rule.p, progress=progress)
+    feats = bioconv.feature_map(banks, images, cfg.conv, p=cfg.rule.p, mesh=mesh, progress=progress)
     layer = fit_biohash(feats, cfg, progress=progress, mesh=mesh)
     return BioConvHashParams(tuple(banks), tuple(epochs), cfg.conv, tuple(images.shape[1:]), layer)
 

@@ -67,6 +67,10 @@ def test_feature_map_composes_the_steps_in_chunks():
     for chunk in (2, 5, 64):
         got = bioconv.feature_map(banks, images, cfg, chunk_size=chunk)
         np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)
+    for devices in (2, 8):  # images split over a device mesh: the same features
+        mesh = biohash.data_mesh(devices)
+        got = bioconv.feature_map(banks, images, cfg, chunk_size=3, mesh=mesh)
+        np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)
 
 
 def test_paper_cifar_feature_dim():

@@ -103,7 +103,8 @@ def test_bioconvhash_experiments_run_on_digits(experiment, tmp_path, monkeypatch
     monkeypatch.setattr(script, "get_config", small)
     out = tmp_path / experiment
     argv = ["--experiment", experiment, "--quick", "--dataset", "digits", "--out", str(out)]
-    assert script.main([*argv, "--ks", "2,4"]) == 0
+    devices = ["--devices", "2"] if experiment == "kci" else []  # data-parallel path
+    assert script.main([*argv, "--ks", "2,4", *devices]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     rows, table = record["metrics"]["rows"], out.with_suffix(".md").read_text()
     assert record["metrics"]["complete"]
