@@ -46,8 +46,8 @@ def _map(method: str, params, xq: np.ndarray, cb: hashing.Codes, proto) -> float
 
 
 def _hash_rows(method, xb, query_sets, proto, cfg, rule, seed, extra, log, mesh=None):
-    """Fit ``method`` on the database features for every k; mAP of every query set."""
-    rows = []
+    """Fit ``method`` on the database features for every k; yields a row (mAP of every query
+    set) per k."""
     for k in cfg["ks"]:
         hcfg = hashing.HashConfig(k=k, activity=cfg["activity"], rule=rule, seed=seed)
         start = time.perf_counter()
@@ -63,13 +63,12 @@ def _hash_rows(method, xb, query_sets, proto, cfg, rule, seed, extra, log, mesh=
         }
         for name, xq in query_sets.items():
             row[name] = _map(method, params, xq, cb, proto)
-        rows.append(row)
         log(
             f"{extra['method']:<12} k_ci={extra.get('k_ci', '-')} k={k:<3} "
             + " ".join(f"{n} {row[n]:6.2f}" for n in query_sets)
             + f"  fit {fit_s:.1f} s, {row['epochs']} epochs, mean norm {row['mean_norm']:.3f}"
         )
-    return rows
+        yield row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         log(f"features k_ci={k_ci}: D = {feats['db'].shape[1]}, {n_images / seconds:.0f} img/s")
         queries = {name: feats[name] for name in images if name != "db"}
-        rows += _hash_rows(
+        for row in _hash_rows(
             "biohash",
             feats["db"],
             queries,
@@ -207,16 +206,17 @@ def main(argv: list[str] | None = None) -> int:
             {"method": "bioconvhash", "k_ci": k_ci},
             log,
             mesh,
-        )
+        ):
+            rows.append(row)
+            save(complete=False)  # a long run keeps every finished row
         del feats
-        save(complete=False)
 
     # 3. BioHash on pixels, same protocol (the comparison of Tables 2 and 6)
     if cfg["baseline"]:
         queries = {"clean": proto.xq}
         if cfg["shadows"]:
             queries["shadows"] = splits.features(images["shadows"])
-        rows += _hash_rows(
+        for row in _hash_rows(
             "biohash",
             proto.xb,
             queries,
@@ -227,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
             {"method": "biohash"},
             log,
             mesh,
-        )
+        ):
+            rows.append(row)
+            save(complete=False)
     seconds = save(complete=True)
     log(f"wrote {out}.json and {out}.md ({seconds:.0f} s)")
     return 0
