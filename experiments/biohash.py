@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         "this norm instead of N(0, 1) (the paper's init)",
     )
     parser.add_argument("--eps0", type=float, help="ablation: initial learning rate (paper 0.02)")
+    parser.add_argument("--max-epochs", type=int, help="ablation: cap on BioHash epochs")
     parser.add_argument(
         "--norm-target",
         type=float,
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = get_config(args.experiment, quick=args.quick)
     cfg["dataset"] = args.dataset or cfg["dataset"]
+    if args.max_epochs:
+        cfg["max_epochs"] = args.max_epochs
     if args.methods:
         cfg["methods"] = tuple(m.strip() for m in args.methods.split(","))
     if args.ks:
@@ -141,6 +144,7 @@ def report(args, cfg, proto, rows, paper, seconds) -> str:
                 ("ks", args.ks),
                 ("init_norm", args.init_norm),
                 ("eps0", args.eps0),
+                ("max_epochs", args.max_epochs),
                 ("norm_target", args.norm_target),
             )
             if v is not None
