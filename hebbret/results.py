@@ -33,6 +33,20 @@ def git_revision() -> str:
     return rev or "unknown"
 
 
+def _cpu_model() -> str:
+    """The CPU's model name and whether it has AVX-512 (XLA compiles for the host's vector
+    units, so float rounding, and hence trained weights, can differ between CPU kinds)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info = fh.read()
+    except OSError:
+        return platform.processor() or "unknown"
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln), "?"
+    )
+    return f"{model}{', AVX-512' if 'avx512f' in info else ''}"
+
+
 def _jsonable(x: Any) -> Any:
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
@@ -65,6 +79,7 @@ def record(
             "wall_time_s": round(wall_time_s, 3),
             "machine": {
                 "devices": [str(d) for d in jax.devices()],
+                "cpu": _cpu_model(),
                 "cpu_count": os.cpu_count(),
                 "python": platform.python_version(),
                 "jax": jax.__version__,

@@ -22,6 +22,7 @@ def test_record_has_everything_a_table_needs(tmp_path):
     assert back["config"] == {"metric": "hamming", "k": 16} and back["seed"] == 3
     assert back["metrics"]["curve"] == [0, 1, 2] and back["wall_time_s"] == 1.235
     assert back["git_revision"] and back["machine"]["devices"] and back["date"]
+    assert back["machine"]["cpu"]  # the CPU kind: XLA compiles for it (float rounding)
     assert list(tmp_path.glob("sub/.*")) == []  # no temporary file left behind
 
 
