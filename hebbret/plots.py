@@ -92,6 +92,8 @@ def sweep(
     ax.plot(x[best], y[best], "o", mfc="none", ms=12, color="tab:red")
     if logx:
         ax.set_xscale("log")
+        ax.set_xticks(x, [f"{v:g}" for v in x])  # label the swept values, not powers of ten
+        ax.minorticks_off()
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
