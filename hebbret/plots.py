@@ -108,9 +108,10 @@ def filter_grid(
 ) -> Figure:
     """Learned filters as a grid of K x K images (as Krotov & Hopfield plot their synapses).
 
-    ``filters`` (F, K*K*C) in (row, column, channel) order. Each filter is scaled by its largest
-    |entry|: greyscale filters use a diverging map centred on 0; colour ones map [-max, max] to
-    [0, 1] per channel.
+    ``filters`` (F, K*K*C) in (row, column, channel) order. Greyscale filters use a diverging
+    map centred on 0, scaled by the filter's largest |entry|; colour ones are stretched to [0, 1]
+    by their own min and max (filters learned on non-negative pixels are nearly all positive, so a
+    symmetric scale would wash them out).
     """
     filters = np.asarray(filters, np.float32)
     f = filters.shape[0]
@@ -126,7 +127,8 @@ def filter_grid(
         if channels == 1:
             ax.imshow(w[:, :, 0], cmap="bwr", vmin=-scale, vmax=scale)
         else:
-            ax.imshow(np.clip(0.5 + 0.5 * w / scale, 0, 1))
+            lo = float(w.min())
+            ax.imshow((w - lo) / max(float(w.max()) - lo, 1e-12))
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(pad=0.2)
