@@ -4,8 +4,10 @@
 
 The filters are learned once per kernel size and the conv features computed once per k_CI; a
 BioHash layer is then trained on the database features for every hash length k. Writes
-``results/bioconvhash_<experiment>[_quick].json`` and ``.md`` (ours with the paper's in brackets)
-and ``..._filters_K<K>.png`` (the learned filters). See experiments/configs/bioconvhash.py.
+``results/bioconvhash_<experiment>[_quick].json`` and ``.md`` (ours with the paper's in brackets),
+``..._filters_K<K>.png`` (the learned filters) and ``..._filters.npz`` (arrays ``K3``, ``K4``, ...
+of shape (F, K * K * channels), for ``np.load(..., allow_pickle=False)``).
+See experiments/configs/bioconvhash.py.
 """
 
 from __future__ import annotations
@@ -172,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         files.atomic_write(
             f"{out}_filters_K{kernel}.png", lambda f, fig=fig: fig.savefig(f, format="png", dpi=100)
         )
+
+    files.atomic_write(
+        f"{out}_filters.npz",
+        lambda f: np.savez(f, **{f"K{k}": w for k, w in zip(conv.kernels, banks, strict=True)}),
+    )
 
     # 2. features per k_CI, then a BioHash layer per k
     for k_ci in cfg["k_cis"]:

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import pathlib
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from test_data import mock_getitems, write_tfds_metadata
@@ -110,6 +111,9 @@ def test_bioconvhash_experiments_run_on_digits(experiment, tmp_path, monkeypatch
     assert record["metrics"]["complete"]
     assert [f["kernel"] for f in record["metrics"]["filters"]] == [3]
     assert (tmp_path / f"{experiment}_filters_K3.png").stat().st_size > 0
+    with np.load(tmp_path / f"{experiment}_filters.npz", allow_pickle=False) as banks:
+        assert list(banks) == ["K3"] and banks["K3"].shape == (16, 3 * 3 * 1)
+        np.testing.assert_allclose(np.linalg.norm(banks["K3"], axis=1).mean(), 1.0, atol=0.5)
     conv = [r for r in rows if r["method"] == "bioconvhash"]
     if experiment == "table2":
         assert [r["k"] for r in rows] == [2, 4, 2, 4]  # BioConvHash, then BioHash on pixels
@@ -124,3 +128,36 @@ def test_bioconvhash_experiments_run_on_digits(experiment, tmp_path, monkeypatch
         assert "(26.94)" in line[1] and "(" not in line[4].split("|", 2)[2]  # Table 3 has no 4
         assert "shadows" not in conv[0]
     assert all(0 <= r["clean"] <= 100 and r["epochs"] >= 1 for r in rows)
+
+
+def test_bioconvhash_mnist_protocol_on_tfds_mock_mnist(tmp_path, monkeypatch):
+    """The MNIST protocol (Table 3's MNIST row: F = 500, K = 3, 4, k_CI = 10) runs unchanged
+    through the tfds loader on mock data, with a front end shrunk to fit the test."""
+    write_tfds_metadata("mnist", tmp_path / "tfds", "array_record")
+    monkeypatch.setattr("tensorflow_datasets.testing.mocking._getitems", mock_getitems)
+    script = load_script("bioconvhash")
+    real = script.get_config
+    full = real("mnist")
+    assert full["conv"]["filters"] == 500 and full["conv"]["kernels"] == (3, 4)
+    assert full["k_cis"] == (10,) and full["R"] is None and full["dataset"] == "mnist"
+
+    def small(name, quick=False):
+        cfg = real(name, quick)
+        return cfg | {"conv": cfg["conv"] | {"filters": 12, "patches": 3000}, "k_cis": (4,)}
+
+    monkeypatch.setattr(script, "get_config", small)
+    out = tmp_path / "mnist"
+    policy = tfds.testing.MockPolicy.USE_FILES
+    with tfds.testing.mock_data(num_examples=700, policy=policy, data_dir=str(tmp_path / "tfds")):
+        argv = ["--experiment", "mnist", "--quick", "--ks", "2", "--out", str(out)]
+        assert script.main(argv) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["dataset"]["spec"] == "mnist" and record["config"]["R"] is None
+    assert "100 queries" in record["metrics"]["protocol"]  # 10 per class in --quick
+    rows = record["metrics"]["rows"]
+    assert [(r["method"], r["k"]) for r in rows] == [("bioconvhash", 2), ("biohash", 2)]
+    # 28 x 28 greyscale: (28 - K + 1) conv, pool 7 stride 2 -> 10 x 10 and 10 x 10 per filter
+    assert record["metrics"]["features"][0]["dim"] == 12 * (10 * 10 + 10 * 10)
+    with np.load(tmp_path / "mnist_filters.npz", allow_pickle=False) as banks:
+        assert banks["K3"].shape == (12, 9) and banks["K4"].shape == (12, 16)
+    assert all(0 <= r["clean"] <= 100 for r in rows)
