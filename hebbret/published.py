@@ -54,3 +54,17 @@ BIOCONVHASH_MNIST_TABLE3 = {  # mAP@All, F = 500
     25: (56.52, 64.65, 68.95, 74.52),
     100: (23.83, 32.28, 39.14, 46.12),
 }
+
+# Lagani et al., Tables 1 and 2: mAP by labelled fraction (percent), for no pre-training, beta-VAE
+# and HPCA pre-training, each at its best layer (chosen on validation).
+LAGANI_REGIMES = (1, 2, 3, 4, 5, 10, 25, 100)
+LAGANI_CIFAR10_TABLE1 = {
+    "none": (14.17, 14.70, 15.65, 17.03, 18.61, 25.48, 42.18, 81.26),
+    "vae": (13.79, 14.39, 14.79, 15.49, 16.19, 21.58, 40.75, 80.56),
+    "hpca": (17.81, 18.33, 18.84, 19.43, 20.08, 22.54, 27.29, 80.01),
+}
+LAGANI_CIFAR100_TABLE2 = {
+    "none": (2.48, 2.54, 2.61, 2.64, 2.82, 3.63, 5.94, 18.86),
+    "vae": (2.37, 2.50, 2.59, 2.64, 2.68, 3.09, 4.71, 17.68),
+    "hpca": (2.95, 3.10, 3.18, 3.28, 3.34, 3.57, 4.27, 8.41),
+}

@@ -161,3 +161,63 @@ def test_bioconvhash_mnist_protocol_on_tfds_mock_mnist(tmp_path, monkeypatch):
     with np.load(tmp_path / "mnist_filters.npz", allow_pickle=False) as banks:
         assert banks["K3"].shape == (12, 9) and banks["K4"].shape == (12, 16)
     assert all(0 <= r["clean"] <= 100 for r in rows)
+
+
+def test_hpca_experiment_runs_and_resumes(tmp_path, monkeypatch):
+    """Lagani's study end to end on a tiny image set: pre-training once per seed (checkpointed),
+    every (regime, method, layer) row, the layer chosen on validation, the paper beside ours;
+    a second run with the same command finds every row done and trains nothing."""
+    rng = np.random.default_rng(0)
+
+    def images(n):
+        y = rng.integers(0, 2, n)
+        x = rng.integers(0, 100, (n, 32, 32, 3)) + 120 * y[:, None, None, None]
+        return x.astype(np.uint8), y
+
+    (xtr, ytr), (xte, yte) = images(96), images(20)
+    np.savez(tmp_path / "d.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    script = load_script("hpca")
+    real = script.get_config
+    full = real("cifar10")
+    assert full["regimes"] == (1, 2, 3, 4, 5, 10, 25, 100) and len(full["seeds"]) == 5
+    assert full["finetune"]["weight_decay"] == 5e-2 and real("cifar100")["dataset"] == "cifar100"
+
+    def tiny(name, quick=False):
+        cfg = real(name, quick)
+        return cfg | {
+            "num_validation": 32,
+            "regimes": (25, 100),
+            "layers": (2, 5),
+            "methods": ("none", "vae", "hpca"),
+            "seeds": (0,),
+            "hebbian": cfg["hebbian"] | {"epochs": 1, "batch": 16},
+            "vae": cfg["vae"] | {"epochs": 1, "batch": 16},
+            "finetune": cfg["finetune"] | {"epochs": 1, "batch": 16},
+            "nystroem": 16,
+        }
+
+    monkeypatch.setattr(script, "get_config", tiny)
+    out, ckpt = tmp_path / "hpca", tmp_path / "ckpt"
+    argv = ["--quick", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--out", str(out)]
+    assert script.main([*argv, "--checkpoints", str(ckpt)]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    rows = record["metrics"]["rows"]
+    assert [(r["regime"], r["method"], r["layer"]) for r in rows] == [
+        (p, m, layer) for p in (25, 100) for m in ("none", "vae", "hpca") for layer in (2, 5)
+    ]
+    assert [r["labelled"] for r in rows[:1] + rows[-1:]] == [16, 64]  # of 64 training images
+    assert all(0 <= r["map"] <= 100 and 0 <= r["map_nystroem"] <= 100 for r in rows)
+    summary = record["metrics"]["summary"]
+    assert len(summary) == 6 and all(s["layers"][0] in (2, 5) for s in summary)
+    table = out.with_suffix(".md").read_text()
+    assert "| HPCA |" in table and "[27.29]" in table and "[80.01]" in table  # paper, 25 / 100 %
+    assert (ckpt / "seed0" / "hpca").is_dir() and (ckpt / "seed0" / "vae").is_dir()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished row was trained again")
+
+    monkeypatch.setattr(script.layerwise, "evaluate_layer", fail)
+    monkeypatch.setattr(script.hpca, "pretrain", fail)
+    assert script.main([*argv, "--checkpoints", str(ckpt)]) == 0
+    again = json.loads(out.with_suffix(".json").read_text())
+    assert again["metrics"]["rows"] == rows and again["metrics"]["complete"]

@@ -1,0 +1,110 @@
+"""Supervised fine-tuning, the network's shapes and the layer-wise retrieval evaluation."""
+
+import jax
+import numpy as np
+import pytest
+from scipy import stats
+
+from hebbret import convnet, finetune, layerwise
+from hebbret.errors import InputError
+
+
+def test_layer_shapes_and_feature_dims():
+    """SPEC §2: 14x14x96, 12x12x128, 5x5x192, 3x3x256 (2,304), 4,096."""
+    assert [convnet.feature_dim(depth) for depth in range(1, 6)] == [
+        14 * 14 * 96, 12 * 12 * 128, 5 * 5 * 192, 2304, 4096,
+    ]  # fmt: skip
+    x = np.zeros((2, 32, 32, 3), np.uint8)
+    for depth in (1, 4, 5):
+        model = convnet.Net(7, depth=depth)
+        v = convnet.init(model, jax.random.key(0))
+        feats = convnet.features(model, v, x, np.zeros(3), np.ones(3))
+        assert feats.shape == (2, convnet.feature_dim(depth))
+    assert "conv1" in v["params"] and "bias" not in v["params"]["conv1"]
+    assert v["params"]["head"]["kernel"].shape == (4096, 7)
+
+
+def test_hebbian_init_is_uniform_within_one_over_sqrt_fan_in():
+    v = convnet.init(convnet.Net(10, init_scheme="hebbian"), jax.random.key(1))
+    k = np.asarray(v["params"]["conv2"]["kernel"])
+    bound = 1 / np.sqrt(3 * 3 * 96)
+    assert np.abs(k).max() <= bound and np.abs(k).max() > 0.95 * bound
+
+
+def test_lr_schedule_holds_then_halves_every_two_epochs():
+    cfg = finetune.FinetuneConfig()
+    lrs = [float(finetune.lr_at_epoch(cfg, e)) for e in range(20)]
+    np.testing.assert_allclose(lrs[:10], [1e-3] * 10)
+    np.testing.assert_allclose(lrs[10:14], [5e-4, 5e-4, 2.5e-4, 2.5e-4])
+    np.testing.assert_allclose(lrs[19], 1e-3 / 2**5)
+
+
+def test_transplant_copies_layers_keeps_head():
+    src = convnet.init(convnet.Net(10, init_scheme="hebbian"), jax.random.key(0))
+    dst = convnet.init(convnet.Net(3, depth=3), jax.random.key(1))
+    out = convnet.transplant(src, dst)
+    assert set(out["params"]) == set(dst["params"])  # no conv4 / fc5 in a depth-3 net
+    got, src, dst = out["params"], src["params"], dst["params"]
+    np.testing.assert_array_equal(got["conv3"]["kernel"], src["conv3"]["kernel"])
+    np.testing.assert_array_equal(got["head"]["kernel"], dst["head"]["kernel"])
+
+
+def _blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two easy classes: dark and bright images."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n).astype(np.int32)
+    x = rng.integers(0, 100, (n, 32, 32, 3)) + 120 * y[:, None, None, None]
+    return x.astype(np.uint8), y
+
+
+def test_finetune_learns_and_keeps_the_best_epoch():
+    train, val = _blobs(64, 0), _blobs(32, 1)
+    model = convnet.Net(2, depth=2)
+    v = convnet.init(model, jax.random.key(0))
+    mean, std = convnet.channel_stats(train[0])
+    cfg = finetune.FinetuneConfig(epochs=3, batch=16, lr=1e-2)
+    res = finetune.finetune(jax.random.key(1), model, v, train, val, mean, std, cfg)
+    assert len(res.val_accuracy) == 3 and len(res.train_loss) == 3
+    assert res.val_accuracy[res.best_epoch - 1] == max(res.val_accuracy) >= 0.9
+    pred = convnet.predict(model, res.variables, val[0], mean, std)
+    assert np.mean(pred == val[1]) == res.val_accuracy[res.best_epoch - 1]
+
+
+@pytest.mark.parametrize(
+    "labels, problem",
+    [(None, "missing training labels"), (np.zeros(5), "shape"), (np.full(8, 2), "lie in")],
+)
+def test_finetune_bad_labels(labels, problem):
+    x = np.zeros((8, 32, 32, 3), np.uint8)
+    model = convnet.Net(2, depth=1)
+    v = convnet.init(model, jax.random.key(0))
+    with pytest.raises(InputError, match=problem):
+        finetune.finetune(
+            jax.random.key(0), model, v, (x, labels), (x, np.zeros(8, int)), np.zeros(3), np.ones(3)
+        )
+
+
+def test_evaluate_layer_scores_retrieval():
+    lab, val, db, q = _blobs(32, 0), _blobs(16, 1), _blobs(40, 2), _blobs(10, 3)
+    mean, std = convnet.channel_stats(db[0])
+    cfg = finetune.FinetuneConfig(epochs=2, batch=16, lr=1e-2)
+    row = layerwise.evaluate_layer(
+        jax.random.key(0), 3, None, lab, val, db, q, mean, std, cfg,
+        num_classes=2, nystroem_components=8,
+    )  # fmt: skip
+    assert row["layer"] == 3 and row["R"] == 20 and row["dim"] == 4800
+    assert 0 <= row["map"] <= 100 and 0 <= row["map_nystroem"] <= 100 and 0 <= row["val_map"] <= 100
+    assert row["map"] > 80  # the two classes are trivially separable
+
+
+def test_select_layer_and_confidence_interval():
+    rows = [{"layer": 3, "val_map": 20.0}, {"layer": 5, "val_map": 25.0}]
+    rows.append({"layer": 1, "val_map": 25.0})
+    assert layerwise.select_layer(rows)["layer"] == 1
+    vals = [10.0, 12.0, 14.0, 11.0, 13.0]
+    mean, half = layerwise.confidence_interval(vals)
+    assert mean == 12.0
+    np.testing.assert_allclose(half, stats.t.ppf(0.975, 4) * np.std(vals, ddof=1) / np.sqrt(5))
+    assert layerwise.confidence_interval([3.0]) == (3.0, 0.0)
+    with pytest.raises(InputError):
+        layerwise.select_layer([])
