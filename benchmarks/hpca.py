@@ -1,7 +1,7 @@
 """Images/s of one Hebbian PCA step on the 6-layer net (hebbret.hpca, jitted) vs numpy, and the
 wall time of the hpca protocol estimated from throughputs measured on this machine.
 
-Compared: ``hpca._step_fn(model, None)`` (standardise, training-mode forward pass, eq. 2 on all
+Compared: ``hpca._step_fn(model)`` (standardise, training-mode forward pass, eq. 2 on all
 five layers at once, ``W += lr dW``) against the straightforward numpy version of the same step,
 written here: float32 forward pass (conv = ``hpca.unfold`` + matmul, ReLU, 2x2 max-pool, batch
 norm with batch statistics), then per layer ``dW = (R^T X - tril(R^T R) W) / N`` with plain
@@ -79,7 +79,7 @@ def hebbian_benchmark(images: np.ndarray, args: argparse.Namespace) -> dict:
     variables = convnet.init(model, jax.random.key(SEED))
     mean, std = convnet.channel_stats(images)
     jmean, jstd = jnp.asarray(mean), jnp.asarray(std)
-    step = hpca._step_fn(model, None)
+    step = hpca._step_fn(model)
     names = [layer.name for layer in convnet.LAYERS]
     batches = [images[i * BATCH : (i + 1) * BATCH] for i in range(len(images) // BATCH)]
     std_x = [((b / np.float32(255) - mean) / std).astype(np.float32) for b in batches]
@@ -153,14 +153,15 @@ def estimate_throughputs(images: np.ndarray, args: argparse.Namespace) -> dict:
     for depth in range(1, 6):
         model = convnet.Net(10, depth=depth)
         state = [convnet.init(model, key)]
-        tx = finetune.optimiser(finetune.FinetuneConfig(), EPOCH_IMAGES // BATCH)
-        step = finetune._train_step(model, tx)
-        state.append(tx.init(state[0]["params"]))
+        cfg = finetune.FinetuneConfig()
+        step = finetune._train_step(model, cfg)
+        state.append(finetune.optimiser(cfg).init(state[0]["params"]))
+        lr = jnp.float32(cfg.lr)
 
-        def train(i: int, step=step, state=state):
+        def train(i: int, step=step, state=state, lr=lr):
             k = jax.random.fold_in(key, i)
             x, y = images[batch(i)], labels[batch(i)]
-            state[0], state[1], loss = step(state[0], state[1], x, y, mean, std, k)
+            state[0], state[1], loss = step(state[0], state[1], x, y, mean, std, k, lr)
             return loss
 
         out["finetune"][depth] = throughput(train, args.est_batches, BATCH)

@@ -146,8 +146,16 @@ def init(model: Net, key: jax.Array, image_shape: tuple[int, ...] = IMAGE_SHAPE)
         raise InputError(f"the network takes {IMAGE_SHAPE} images, got {tuple(image_shape)}")
     if not 1 <= model.depth <= len(LAYERS):
         raise InputError(f"depth must be in 1..{len(LAYERS)}, got {model.depth}")
-    variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, *image_shape), jnp.float32)))(key)
-    return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+    return _init_fn(model)(key)
+
+
+@functools.lru_cache(maxsize=16)
+def _init_fn(model: Net):
+    def fn(key):
+        variables = model.init(key, jnp.zeros((1, *IMAGE_SHAPE), jnp.float32))
+        return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+
+    return jax.jit(fn)
 
 
 def transplant(source: dict, target: dict) -> dict:

@@ -51,17 +51,20 @@ def lr_at_epoch(cfg: FinetuneConfig, epoch: jax.Array | int) -> jax.Array:
     return cfg.lr * 0.5**halvings
 
 
-def optimiser(cfg: FinetuneConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """L2 weight decay added to the gradient, then SGD with Nesterov momentum and the schedule."""
-    schedule = lambda step: lr_at_epoch(cfg, step // steps_per_epoch)  # noqa: E731
+def optimiser(cfg: FinetuneConfig) -> optax.GradientTransformation:
+    """L2 weight decay added to the gradient, then Nesterov momentum (``optax.sgd`` without its
+    final ``-lr`` scaling: the step applies ``-lr_at_epoch`` itself, so the learning rate is a
+    traced argument and one compiled step serves every schedule and dataset size)."""
     return optax.chain(
         optax.add_decayed_weights(cfg.weight_decay),
-        optax.sgd(schedule, momentum=cfg.momentum, nesterov=True),
+        optax.trace(decay=cfg.momentum, nesterov=True),
     )
 
 
 @functools.lru_cache(maxsize=16)
-def _train_step(model: convnet.Net, tx: optax.GradientTransformation):
+def _train_step(model: convnet.Net, cfg: FinetuneConfig):
+    tx = optimiser(cfg)
+
     def loss_fn(params, batch_stats, x, y, key):
         (logits, _), state = model.apply(
             {"params": params, "batch_stats": batch_stats},
@@ -73,12 +76,12 @@ def _train_step(model: convnet.Net, tx: optax.GradientTransformation):
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         return loss, state["batch_stats"]
 
-    def step(variables, opt_state, raw, y, mean, std, key):
+    def step(variables, opt_state, raw, y, mean, std, key, lr):
         x = convnet.standardise(raw, mean, std)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (loss, stats), grads = grad_fn(variables["params"], variables["batch_stats"], x, y, key)
         updates, opt_state = tx.update(grads, opt_state, variables["params"])
-        params = optax.apply_updates(variables["params"], updates)
+        params = jax.tree.map(lambda p, u: p - lr * u, variables["params"], updates)
         return {"params": params, "batch_stats": stats}, opt_state, loss
 
     return jax.jit(step, donate_argnums=(0, 1))
@@ -119,10 +122,9 @@ def finetune(
     x, y = _check_labelled(train, model.num_classes, "training")
     vx, vy = _check_labelled(val, model.num_classes, "validation")
     steps = -(-len(x) // cfg.batch)
-    tx = optimiser(cfg, steps)
-    step = _train_step(model, tx)
+    step = _train_step(model, cfg)
     variables = jax.tree.map(jnp.asarray, variables)
-    opt_state = tx.init(variables["params"])
+    opt_state = optimiser(cfg).init(variables["params"])
     mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
     best, best_acc, best_epoch = None, -1.0, 0
     accs, losses = [], []
@@ -130,16 +132,18 @@ def finetune(
     for epoch in bar:
         ekey = jax.random.fold_in(key, epoch)
         order = np.resize(np.asarray(jax.random.permutation(ekey, len(x))), steps * cfg.batch)
-        total = 0.0
+        lr = lr_at_epoch(cfg, epoch).astype(jnp.float32)
+        total = jnp.float32(0.0)
         for s in range(steps):
             idx = order[s * cfg.batch : (s + 1) * cfg.batch]
+            skey = jax.random.fold_in(ekey, s)
             variables, opt_state, loss = step(
-                variables, opt_state, x[idx], y[idx], mean, std, jax.random.fold_in(ekey, s)
+                variables, opt_state, x[idx], y[idx], mean, std, skey, lr
             )
-            total += float(loss)
+            total += loss
         acc = float(np.mean(convnet.predict(model, variables, vx, mean, std) == vy))
         accs.append(acc)
-        losses.append(total / steps)
+        losses.append(float(total) / steps)
         if acc > best_acc:
             best, best_acc, best_epoch = jax.tree.map(np.asarray, variables), acc, epoch + 1
         if progress:

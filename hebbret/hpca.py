@@ -172,7 +172,7 @@ def hebbian_step(
 
 
 @functools.lru_cache(maxsize=8)
-def _step_fn(model: convnet.Net, mesh: Mesh | None):
+def _step_fn(model: convnet.Net):
     def step(variables, raw, mean, std, lr):
         return hebbian_step(model, variables, convnet.standardise(raw, mean, std), lr)
 
@@ -227,7 +227,7 @@ def pretrain(
         if last is not None:
             variables = checkpoints.restore_step(checkpoint_dir, last, variables)
             start = last
-    step = _step_fn(model, mesh)
+    step = _step_fn(model)
     shard = (lambda a: a) if mesh is None else _sharder(mesh, P(_AXIS))
     if mesh is not None:
         variables = _sharder(mesh, P())(variables)
