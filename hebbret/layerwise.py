@@ -61,8 +61,10 @@ def evaluate_layer(
       progress: progress bars.
 
     Returns:
-      dict: ``map`` (test mAP@R, Euclidean, percent), ``map_nystroem``, ``val_map``,
-      ``val_accuracy`` (best epoch), ``best_epoch``, ``R``, ``dim``.
+      dict: ``map`` (test mAP@R, Euclidean, percent, normaliser min(R, relevant)),
+      ``map_by_normaliser`` (the three normalisers of :mod:`hebbret.retrieval`, and ``"all"``:
+      mAP@All, the whole database ranked; also ``map_all``), ``map_nystroem``,
+      ``val_map``, ``val_accuracy`` (best epoch), ``best_epoch``, ``R``, ``dim``.
     """
     model = convnet.Net(num_classes, depth=depth)
     fresh = convnet.init(model, jax.random.fold_in(key, 0))
@@ -78,18 +80,20 @@ def evaluate_layer(
     if r < 1:
         raise InputError(f"database of {len(database[1])} items has under one item per class")
 
-    def score(xq: np.ndarray, yq: np.ndarray, xb: np.ndarray) -> float:
-        out = retrieval.evaluate(
-            xq, xb, yq, database[1], metric="sqeuclidean", R=r, normaliser="min"
-        )
-        return 100 * float(out["map"])
+    def score(xq: np.ndarray, yq: np.ndarray, xb: np.ndarray, top: int | None = r) -> dict:
+        out = retrieval.evaluate(xq, xb, yq, database[1], metric="sqeuclidean", R=top)
+        return {k: 100 * float(v) for k, v in out["map_by_normaliser"].items()}
 
+    test = score(feats["test"], queries[1], feats["db"])
+    test["all"] = score(feats["test"], queries[1], feats["db"], top=None)["relevant"]
     row = {
         "layer": depth,
         "dim": int(feats["db"].shape[1]),
         "R": r,
-        "map": score(feats["test"], queries[1], feats["db"]),
-        "val_map": score(feats["val"], val[1], feats["db"]),
+        "map": test["min"],
+        "map_by_normaliser": test,
+        "map_all": test["all"],
+        "val_map": score(feats["val"], val[1], feats["db"])["min"],
         "val_accuracy": 100 * res.val_accuracy[res.best_epoch - 1],
         "best_epoch": res.best_epoch,
         "val_accuracy_history": [100 * a for a in res.val_accuracy],
@@ -99,7 +103,7 @@ def evaluate_layer(
         comps = min(nystroem_components, len(feats["db"]))
         ny = Nystroem(kernel="rbf", n_components=comps, random_state=seed).fit(feats["db"])
         mapped = {k: ny.transform(v).astype(np.float32) for k, v in feats.items() if k != "val"}
-        row["map_nystroem"] = score(mapped["test"], queries[1], mapped["db"])
+        row["map_nystroem"] = score(mapped["test"], queries[1], mapped["db"])["min"]
     return row
 
 

@@ -94,7 +94,8 @@ def test_evaluate_layer_scores_retrieval():
     )  # fmt: skip
     assert row["layer"] == 3 and row["R"] == 20 and row["dim"] == 4800
     assert 0 <= row["map"] <= 100 and 0 <= row["map_nystroem"] <= 100 and 0 <= row["val_map"] <= 100
-    assert row["map"] > 80  # the two classes are trivially separable
+    assert row["map"] > 80 and row["map_all"] > 80  # the two classes are trivially separable
+    assert set(row["map_by_normaliser"]) == {"retrieved", "relevant", "min", "all"}
 
 
 def test_select_layer_and_confidence_interval():
