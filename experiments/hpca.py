@@ -129,13 +129,11 @@ def main(argv: list[str] | None = None) -> int:
                     checkpoint_dir=ckpt_root / f"seed{seed}" / "vae",
                 )  # fmt: skip
                 epochs = vcfg.epochs
-            timing[f"{method}_total_s"] = timing.get(f"{method}_total_s", []) + [
-                time.perf_counter() - t
-            ]
-            log(f"seed {seed}: {NAMES[method]} pre-training done ({time.perf_counter() - t:.0f} s)")
-            timing["hebbian_epoch_s" if method == "hpca" else "vae_epoch_s"].append(
-                (time.perf_counter() - t) / epochs
-            )
+            seconds = time.perf_counter() - t
+            timing.setdefault(f"{method}_total_s", []).append(seconds)
+            per_epoch = "hebbian_epoch_s" if method == "hpca" else "vae_epoch_s"
+            timing[per_epoch].append(seconds / epochs)
+            log(f"seed {seed}: {NAMES[method]} pre-training done ({seconds:.0f} s)")
         for regime in cfg["regimes"]:
             n_lab = max(1, round(regime / 100 * len(split.train)))
             lab = split.train[:n_lab]

@@ -209,8 +209,18 @@ def features(
 ) -> np.ndarray:
     """Layer-``model.depth`` features (n, D_L) float32 in evaluation mode, ``chunk`` images a
     call (bounded memory; the last chunk is padded so nothing recompiles)."""
+    return _chunked(_apply_fn(model, 1), variables, images, mean, std, chunk)
+
+
+def predict(
+    model: Net, variables: dict, images: np.ndarray, mean: np.ndarray, std: np.ndarray
+) -> np.ndarray:
+    """Predicted class (n,) int in evaluation mode."""
+    return np.argmax(_chunked(_apply_fn(model, 0), variables, images, mean, std, 500), -1)
+
+
+def _chunked(fn, variables: dict, images: np.ndarray, mean, std, chunk: int) -> np.ndarray:
     images = check_images(images)
-    fn = _feature_fn(model)
     mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
     out = []
     for s in range(0, len(images), chunk):
@@ -222,26 +232,7 @@ def features(
     return np.concatenate(out)
 
 
-def predict(
-    model: Net, variables: dict, images: np.ndarray, mean: np.ndarray, std: np.ndarray
-) -> np.ndarray:
-    """Predicted class (n,) int in evaluation mode."""
-    images = check_images(images)
-    fn = _logit_fn(model)
-    mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
-    return np.concatenate(
-        [
-            np.asarray(jnp.argmax(fn(variables, images[s : s + 500], mean, std), -1))
-            for s in range(0, len(images), 500)
-        ]
-    )
-
-
-@functools.lru_cache(maxsize=16)
-def _feature_fn(model: Net):
-    return jax.jit(lambda v, x, mean, std: model.apply(v, standardise(x, mean, std))[1])
-
-
-@functools.lru_cache(maxsize=16)
-def _logit_fn(model: Net):
-    return jax.jit(lambda v, x, mean, std: model.apply(v, standardise(x, mean, std))[0])
+@functools.lru_cache(maxsize=32)
+def _apply_fn(model: Net, output: int):
+    """Jitted evaluation-mode ``model.apply`` returning output 0 (logits) or 1 (features)."""
+    return jax.jit(lambda v, x, mean, std: model.apply(v, standardise(x, mean, std))[output])

@@ -260,9 +260,9 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, initial: int, enabled: bool) -> Any:
+def _progress(total: int, initial: int, enabled: bool, desc: str = "hebbian") -> Any:
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="hebbian", unit="batch", leave=False)
+    return tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=False)

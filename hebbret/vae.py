@@ -236,9 +236,7 @@ def pretrain_vae(
             start = last
     mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
     steps = images.shape[0] // cfg.batch
-    bar = _progress(cfg.epochs * steps, min(start, cfg.epochs) * steps, progress)
-    if hasattr(bar, "set_description"):
-        bar.set_description("beta-vae")
+    bar = _progress(cfg.epochs * steps, min(start, cfg.epochs) * steps, progress, "beta-vae")
     for t in range(start, cfg.epochs):
         # cached, and built only when there is an epoch left to run
         step = _step_fn(model, float(cfg.lr), float(cfg.beta))

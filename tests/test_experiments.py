@@ -1,5 +1,6 @@
 """The experiment scripts run end to end on small data (tfds mock data for the MNIST protocol)."""
 
+import contextlib
 import importlib.util
 import json
 import pathlib
@@ -19,14 +20,21 @@ def load_script(name: str):
     return module
 
 
-def test_biohash_table1_protocol_on_tfds_mock_mnist(tmp_path, monkeypatch):
-    """Table 1 (MNIST via tfds) runs unchanged: 100 queries per class, mAP@All, paper numbers."""
+@contextlib.contextmanager
+def mock_mnist(tmp_path, monkeypatch):
+    """tfds ``mnist`` answered by mock data (700 examples a split) while the block runs."""
     write_tfds_metadata("mnist", tmp_path / "tfds", "array_record")
     monkeypatch.setattr("tensorflow_datasets.testing.mocking._getitems", mock_getitems)
-    script = load_script("biohash")
-    out = tmp_path / "t1"
     policy = tfds.testing.MockPolicy.USE_FILES
     with tfds.testing.mock_data(num_examples=700, policy=policy, data_dir=str(tmp_path / "tfds")):
+        yield
+
+
+def test_biohash_table1_protocol_on_tfds_mock_mnist(tmp_path, monkeypatch):
+    """Table 1 (MNIST via tfds) runs unchanged: 100 queries per class, mAP@All, paper numbers."""
+    script = load_script("biohash")
+    out = tmp_path / "t1"
+    with mock_mnist(tmp_path, monkeypatch):
         argv = ["--experiment", "table1", "--quick", "--methods", "lsh,biohash", "--out", str(out)]
         assert script.main(argv) == 0
     record = json.loads(out.with_suffix(".json").read_text())
@@ -133,8 +141,6 @@ def test_bioconvhash_experiments_run_on_digits(experiment, tmp_path, monkeypatch
 def test_bioconvhash_mnist_protocol_on_tfds_mock_mnist(tmp_path, monkeypatch):
     """The MNIST protocol (Table 3's MNIST row: F = 500, K = 3, 4, k_CI = 10) runs unchanged
     through the tfds loader on mock data, with a front end shrunk to fit the test."""
-    write_tfds_metadata("mnist", tmp_path / "tfds", "array_record")
-    monkeypatch.setattr("tensorflow_datasets.testing.mocking._getitems", mock_getitems)
     script = load_script("bioconvhash")
     real = script.get_config
     full = real("mnist")
@@ -147,8 +153,7 @@ def test_bioconvhash_mnist_protocol_on_tfds_mock_mnist(tmp_path, monkeypatch):
 
     monkeypatch.setattr(script, "get_config", small)
     out = tmp_path / "mnist"
-    policy = tfds.testing.MockPolicy.USE_FILES
-    with tfds.testing.mock_data(num_examples=700, policy=policy, data_dir=str(tmp_path / "tfds")):
+    with mock_mnist(tmp_path, monkeypatch):
         argv = ["--experiment", "mnist", "--quick", "--ks", "2", "--out", str(out)]
         assert script.main(argv) == 0
     record = json.loads(out.with_suffix(".json").read_text())
