@@ -4,7 +4,8 @@ wall time of the hpca protocol estimated from throughputs measured on this machi
 Compared: ``hpca._step_fn(model)`` (standardise, training-mode forward pass, eq. 2 on all
 five layers at once, ``W += lr dW``) against the straightforward numpy version of the same step,
 written here: float32 forward pass (conv = ``hpca.unfold`` + matmul, ReLU, 2x2 max-pool, batch
-norm with batch statistics), then per layer ``dW = (R^T X - tril(R^T R) W) / N`` with plain
+norm with batch statistics; bn3-bn5 rescaled by relative running std, as ``hpca.pretrain``'s
+network keeps variance), then per layer ``dW = (R^T X - tril(R^T R) W) / N`` with plain
 matmuls (X: unfolded patches of the layer input, R: ReLU responses). Same seeded uint8 batches of
 64 (random, or the first training images of ``--dataset``), same initial kernels. Before timing,
 one step of each is run from the same kernels and the updates ``(new - old) / lr`` compared.
@@ -47,9 +48,12 @@ CONFIG = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
 
 def np_step(kernels: list[np.ndarray], bn: list[tuple], x: np.ndarray, secs: dict) -> list:
     """The updates dW^T (kernel layout) of every layer for one batch x (B, 32, 32, 3) float32,
-    from one float32 numpy forward pass; ``secs[layer]`` accumulates each layer's time."""
+    from one float32 numpy forward pass; ``bn`` holds each layer's (scale, bias, running var),
+    the running var updated in place; ``secs[layer]`` accumulates each layer's time."""
     h, updates = x, []
-    for layer, k, (scale, bias) in zip(convnet.LAYERS, kernels, bn, strict=True):
+    for i, (layer, k, (scale, bias, run_var)) in enumerate(
+        zip(convnet.LAYERS, kernels, bn, strict=True)
+    ):
         t = time.perf_counter()
         n_out = layer.features
         if layer.kernel is None:
@@ -68,14 +72,19 @@ def np_step(kernels: list[np.ndarray], bn: list[tuple], x: np.ndarray, secs: dic
             r = r[:, : 2 * half, : 2 * half].reshape(b, half, 2, half, 2, n_out).max(axis=(2, 4))
         axes = tuple(range(r.ndim - 1))
         mu, var = r.mean(axis=axes), r.var(axis=axes)
-        h = ((r - mu) / np.sqrt(var + 1e-5) * scale + bias).astype(np.float32)
+        h = (r - mu) / np.sqrt(var + 1e-5) * scale + bias
+        run_var *= 0.9
+        run_var += 0.1 * var
+        if i >= 2:  # bn3-bn5 keep relative variance
+            h = h * np.sqrt((run_var + 1e-5) / (run_var + 1e-5).mean())
+        h = h.astype(np.float32)
         secs[layer.name] = secs.get(layer.name, 0.0) + time.perf_counter() - t
     return updates
 
 
 def hebbian_benchmark(images: np.ndarray, args: argparse.Namespace) -> dict:
     """The check and the interleaved timing of the jax step and the numpy reference."""
-    model = convnet.Net(10, depth=5, init_scheme="hebbian")
+    model = convnet.Net(10, depth=5, init_scheme="hebbian", keep_variance=True)
     variables = convnet.init(model, jax.random.key(SEED))
     mean, std = convnet.channel_stats(images)
     jmean, jstd = jnp.asarray(mean), jnp.asarray(std)
@@ -85,9 +94,10 @@ def hebbian_benchmark(images: np.ndarray, args: argparse.Namespace) -> dict:
     std_x = [((b / np.float32(255) - mean) / std).astype(np.float32) for b in batches]
 
     def np_state(v: dict) -> tuple[list, list]:
-        p = jax.tree.map(np.array, v["params"])
+        p, s = jax.tree.map(np.array, v["params"]), jax.tree.map(np.array, v["batch_stats"])
         return [p[n]["kernel"] for n in names], [
-            (p[f"bn{i + 1}"]["scale"], p[f"bn{i + 1}"]["bias"]) for i in range(len(names))
+            (p[f"bn{i}"]["scale"], p[f"bn{i}"]["bias"], s[f"bn{i}"]["var"])
+            for i in range(1, len(names) + 1)
         ]
 
     kernels, bn = np_state(variables)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import shlex
 import sys
 import time
 
@@ -88,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--devices", type=int, help="split minibatches and image chunks over this many devices"
     )
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    args.command = "python experiments/bioconvhash.py " + shlex.join(argv)
 
     cfg = get_config(args.experiment, quick=args.quick)
     cfg["dataset"] = args.dataset or cfg["dataset"]
@@ -262,8 +265,7 @@ def report(args, cfg, proto, rows, info, seconds) -> str:
     label = "CIFAR-10 (JPEG)" if "cifar10-jpeg" in cfg["dataset"] else cfg["dataset"]
     conv = cfg["conv"]
     lines = [
-        f"`python experiments/bioconvhash.py --experiment {args.experiment}"
-        f"{' --quick' if args.quick else ''} --seed {args.seed}`",
+        f"`{args.command}`",
         "",
         f"{label}; {proto.name}; mAP@{proto.R or 'All'} (percent) by Hamming ranking, AP "
         "normalised by the relevant items retrieved in the top R (BioHash eq. 12), ties exact. "

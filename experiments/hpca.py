@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import pathlib
+import shlex
 import sys
 import time
 
@@ -58,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="results path without extension")
     parser.add_argument("--checkpoints", help="checkpoint directory (default: checkpoints/<out>)")
     parser.add_argument("--devices", type=int, help="split Hebbian minibatches over N devices")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    args.command = "python experiments/hpca.py " + shlex.join(argv)
 
     cfg = get_config(args.experiment, quick=args.quick)
     cfg["dataset"] = args.dataset or cfg["dataset"]
@@ -119,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                 pretrained[method] = hpca.pretrain(
                     jax.random.fold_in(key, 1), images, mean, std, hcfg,
                     num_classes=ds.num_classes, mesh=mesh,
-                    checkpoint_dir=ckpt_root / f"seed{seed}" / "hpca",
+                    checkpoint_dir=ckpt_root / f"seed{seed}" / _hpca_dir(cfg),
+                    keep_variance=cfg["hpca_keep_variance"],
                 )  # fmt: skip
                 epochs = hcfg.epochs
             else:
@@ -147,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                         layer, pretrained[method], (train.x[lab], train.y[lab]), val_set,
                         database, queries, mean, std, ft_cfg,
                         num_classes=ds.num_classes, nystroem_components=cfg["nystroem"],
-                        seed=seed,
+                        keep_variance=method == "hpca" and cfg["hpca_keep_variance"], seed=seed,
                     )  # fmt: skip
                     ids = {"seed": seed, "regime": regime, "labelled": n_lab, "method": method}
                     row = ids | row | {"seconds": time.perf_counter() - t}
@@ -161,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     seconds = save(complete=True)
     log(f"wrote {out}.json and {out}.md ({seconds / 60:.1f} min)")
     return 0
+
+
+def _hpca_dir(cfg: dict) -> str:
+    """Checkpoint folder name of the Hebbian run: settings that change its trajectory (not the
+    epoch count, so more epochs resume from fewer)."""
+    lr, batch = cfg["hebbian"]["lr"], cfg["hebbian"]["batch"]
+    return f"hpca_lr{lr:g}_b{batch}" + ("_kv" if cfg["hpca_keep_variance"] else "")
 
 
 def _resume(out: str, cfg: dict) -> list[dict]:
@@ -238,8 +249,7 @@ def report(args, cfg: dict, rows: list[dict], timing: dict, seconds: float) -> s
     regimes = list(cfg["regimes"])
     seeds = ",".join(str(s) for s in cfg["seeds"])
     lines = [
-        f"`python experiments/hpca.py --experiment {args.experiment}"
-        f"{' --quick' if args.quick else ''} --seeds {seeds}`",
+        f"`{args.command}`",
         "",
         f"{label}. Split: the training images shuffled by the data seed, the last "
         f"{cfg['num_validation']:,} validation, the first labelled (not stratified). Database: "

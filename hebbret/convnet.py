@@ -9,9 +9,15 @@
     dropout 0.5 (training only), fc6 4096->classes ("head")
 
 No padding, stride 1, no bias in layers 1-5 (each is followed by batch norm, which makes a bias
-redundant, and the Hebbian rule has none). ``Net(depth=L)`` cuts the network after layer L and
-puts the head on layer L's (flattened) output: the layer-wise evaluation of the paper. Its second
-output is the layer-L feature (after BN), the retrieval representation.
+redundant, and the Hebbian rule has none). With ``keep_variance`` (the authors' Hebbian model_6l,
+their ``modified_bn``) bn3, bn4 and bn5 multiply each channel c back by its relative running
+standard deviation, ``sqrt((var_c + eps) / (mean(var) + eps))``: the layer keeps which channels
+vary most (a Hebbian PCA layer orders its channels by variance) instead of giving all unit
+variance; the next Hebbian layer and a Euclidean ranking of the features both see that.
+
+``Net(depth=L)`` cuts the network after layer L and puts the head on layer L's (flattened)
+output: the layer-wise evaluation of the paper. Its second output is the layer-L feature (after
+BN), the retrieval representation.
 
 Why linen rather than nnx: the Hebbian rule (:mod:`hebbret.hpca`) is a pure function of
 ``(params, batch) -> params``; linen keeps parameters as a plain pytree outside the module, so
@@ -51,6 +57,7 @@ LAYERS = (
     Layer("fc5", None, 4096, False),
 )
 IMAGE_SHAPE = (32, 32, 3)
+_KEEP_VARIANCE_FROM = 2  # bn3, bn4, bn5 (the authors' model_6l)
 _INITS = {
     # Xavier (Glorot) uniform for supervised training (SPEC §2)
     "xavier": nn.initializers.xavier_uniform(),
@@ -68,6 +75,7 @@ class Net(nn.Module):
       depth: L in 1..5, the layer the head (and the retrieval features) sit on.
       dropout: dropout rate before the head (training only).
       init_scheme: kernel initialiser of layers 1-5, "xavier" or "hebbian".
+      keep_variance: bn3-bn5 keep relative channel variance (the authors' Hebbian network).
 
     Call:
       images (B, 32, 32, 3) standardised float; ``train`` uses batch statistics and dropout
@@ -80,12 +88,16 @@ class Net(nn.Module):
     depth: int = 5
     dropout: float = 0.5
     init_scheme: str = "xavier"
+    keep_variance: bool = False
 
     @nn.compact
     def __call__(
         self, x: jax.Array, *, train: bool = False, hebbian: bool = False
     ) -> tuple[jax.Array, jax.Array]:
-        h, _ = trunk(self, x, self.depth, _INITS[self.init_scheme], train=train, hebbian=hebbian)
+        h, _ = trunk(
+            self, x, self.depth, _INITS[self.init_scheme], train=train, hebbian=hebbian,
+            keep_variance=self.keep_variance,
+        )  # fmt: skip
         feats = h.reshape(h.shape[0], -1)
         drop = nn.Dropout(self.dropout, deterministic=hebbian or not train)(feats)
         logits = nn.Dense(self.num_classes, kernel_init=_INITS["xavier"], name="head")(drop)
@@ -100,11 +112,13 @@ def trunk(
     *,
     train: bool,
     hebbian: bool = False,
+    keep_variance: bool = False,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Layers 1..depth, built inside ``module``'s compact ``__call__`` (submodules "conv1".."fc5",
     "bn1".."bn5": :class:`Net` and :class:`hebbret.vae.VAE` share them, so pre-trained layers
     transplant by name). Returns layer ``depth``'s output after BN and each pooled layer's
-    pre-pool ReLU map (for max-unpooling); with ``hebbian`` sows (input, ReLU response)."""
+    pre-pool ReLU map (for max-unpooling); with ``hebbian`` sows (input, ReLU response); with
+    ``keep_variance`` bn3-bn5 rescale by relative running std (see the module docstring)."""
     h, pre_pools = x, {}
     for i, layer in enumerate(LAYERS[:depth]):
         if layer.kernel is None:
@@ -122,9 +136,13 @@ def trunk(
         if layer.pool:
             pre_pools[layer.name] = r
             r = nn.max_pool(r, (2, 2), strides=(2, 2))
-        h = nn.BatchNorm(
+        bn = nn.BatchNorm(
             use_running_average=not train, momentum=0.9, epsilon=1e-5, name=f"bn{i + 1}"
-        )(r)
+        )
+        h = bn(r)
+        if keep_variance and i >= _KEEP_VARIANCE_FROM:
+            var = bn.get_variable("batch_stats", "var") + bn.epsilon  # after this step's update
+            h = h * jnp.sqrt(var / var.mean()).reshape((1,) * (h.ndim - 1) + (-1,))
     return h, pre_pools
 
 

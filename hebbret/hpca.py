@@ -189,6 +189,7 @@ def pretrain(
     num_classes: int = 10,
     mesh: Mesh | None = None,
     checkpoint_dir: str | pathlib.Path | None = None,
+    keep_variance: bool = True,
     progress: bool = True,
 ) -> dict:
     """Hebbian pre-training of layers 1-5 of :class:`hebbret.convnet.Net` on unlabelled images.
@@ -208,6 +209,8 @@ def pretrain(
       num_classes: width of the (untrained) head, so the variables fit a classifier later.
       mesh: optional device mesh from :func:`hebbret.biohash.data_mesh`.
       checkpoint_dir: optional directory for per-epoch checkpoints.
+      keep_variance: bn3-bn5 keep relative channel variance, as in the authors' Hebbian
+        network (:class:`hebbret.convnet.Net`); fine-tune the result with the same setting.
       progress: tqdm bar over minibatches.
 
     Returns:
@@ -218,7 +221,7 @@ def pretrain(
         raise InputError(f"need at least batch = {cfg.batch} images, got {images.shape[0]}")
     if mesh is not None and cfg.batch % mesh.shape[_AXIS]:
         raise InputError(f"batch {cfg.batch} must divide by the {mesh.shape[_AXIS]} devices")
-    model = convnet.Net(num_classes, depth=5, init_scheme="hebbian")
+    model = convnet.Net(num_classes, depth=5, init_scheme="hebbian", keep_variance=keep_variance)
     init_key, shuffle_key = jax.random.split(key)
     variables = convnet.init(model, init_key, images.shape[1:])
     start = 0

@@ -40,6 +40,7 @@ def evaluate_layer(
     *,
     num_classes: int,
     nystroem_components: int | None = 1000,
+    keep_variance: bool = False,
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
@@ -57,6 +58,8 @@ def evaluate_layer(
       cfg: fine-tuning schedule.
       num_classes: number of classes.
       nystroem_components: Nystroem map size for the kernel variant (None: skip it).
+      keep_variance: the network's bn3-bn5 keep relative channel variance (the authors' Hebbian
+        network, for HPCA pre-trained layers; :class:`hebbret.convnet.Net`).
       seed: Nystroem sampling seed.
       progress: progress bars.
 
@@ -66,7 +69,7 @@ def evaluate_layer(
       mAP@All, the whole database ranked; also ``map_all``), ``map_nystroem``,
       ``val_map``, ``val_accuracy`` (best epoch), ``best_epoch``, ``R``, ``dim``.
     """
-    model = convnet.Net(num_classes, depth=depth)
+    model = convnet.Net(num_classes, depth=depth, keep_variance=keep_variance)
     fresh = convnet.init(model, jax.random.fold_in(key, 0))
     start = fresh if pretrained is None else convnet.transplant(pretrained, fresh)
     res = finetune.finetune(

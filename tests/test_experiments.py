@@ -216,7 +216,7 @@ def test_hpca_experiment_runs_and_resumes(tmp_path, monkeypatch):
     assert len(summary) == 6 and all(s["layers"][0] in (2, 5) for s in summary)
     table = out.with_suffix(".md").read_text()
     assert "| HPCA |" in table and "[27.29]" in table and "[80.01]" in table  # paper, 25 / 100 %
-    assert (ckpt / "seed0" / "hpca").is_dir() and (ckpt / "seed0" / "vae").is_dir()
+    assert (ckpt / "seed0" / "hpca_lr0.001_b16_kv").is_dir() and (ckpt / "seed0" / "vae").is_dir()
 
     def fail(*args, **kwargs):
         raise AssertionError("a finished row was trained again")

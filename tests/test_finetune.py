@@ -31,6 +31,41 @@ def test_hebbian_init_is_uniform_within_one_over_sqrt_fan_in():
     assert np.abs(k).max() <= bound and np.abs(k).max() > 0.95 * bound
 
 
+def test_keep_variance_rescales_bn3_to_bn5_by_relative_running_std():
+    """The authors' modified_bn: out = BN(x) * sqrt((var_c + eps) / (mean(var) + eps)) with the
+    running variance (updated by this step in training), on bn3-bn5 only."""
+    x = jax.random.normal(jax.random.key(1), (6, 32, 32, 3))
+    plain, kept = convnet.Net(4, depth=3), convnet.Net(4, depth=3, keep_variance=True)
+    v = convnet.init(kept, jax.random.key(0))
+    spread = np.random.default_rng(0).uniform(0.1, 4.0, 192).astype(np.float32)
+    v["batch_stats"]["bn3"] = v["batch_stats"]["bn3"] | {"var": spread}
+    (_, f_train), state = kept.apply(
+        v, x, train=True, rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"]
+    )
+    (_, f_plain), state_plain = plain.apply(
+        v, x, train=True, rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"]
+    )
+    var = np.asarray(state["batch_stats"]["bn3"]["var"], np.float64) + 1e-5
+    scale = np.sqrt(var / var.mean())
+    assert scale.std() > 0.1  # the channels' running variances differ
+    want = np.asarray(f_plain).reshape(6, 5, 5, 192) * scale
+    np.testing.assert_allclose(
+        np.asarray(f_train).reshape(6, 5, 5, 192), want, rtol=1e-4, atol=1e-5
+    )
+    variables = {"params": v["params"], "batch_stats": state["batch_stats"]}
+    _, f_eval = kept.apply(variables, x)
+    _, f_eval_plain = plain.apply(variables, x)
+    np.testing.assert_allclose(
+        np.asarray(f_eval).reshape(6, 5, 5, 192),
+        np.asarray(f_eval_plain).reshape(6, 5, 5, 192) * scale, rtol=1e-4, atol=1e-5,
+    )  # fmt: skip
+    shallow = convnet.Net(4, depth=2, keep_variance=True)  # bn1, bn2 are plain
+    variables = convnet.transplant(variables, convnet.init(shallow, jax.random.key(3)))
+    _, a = shallow.apply(variables, x)
+    _, b = convnet.Net(4, depth=2).apply(variables, x)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_lr_schedule_holds_then_halves_every_two_epochs():
     cfg = finetune.FinetuneConfig()
     lrs = [float(finetune.lr_at_epoch(cfg, e)) for e in range(20)]

@@ -33,6 +33,9 @@ def get_config(experiment: str = "cifar10", quick: bool = False) -> dict:
         "methods": ("none", "vae", "hpca"),
         "seeds": (0, 1, 2, 3, 4),
         "hebbian": {"lr": 1e-3, "epochs": 20, "batch": 64},
+        # the authors' Hebbian network: bn3-bn5 keep relative channel variance (their
+        # modified_bn), in pre-training and in fine-tuning the HPCA network
+        "hpca_keep_variance": True,
         "vae": {"epochs": 20, "batch": 64, "lr": 1e-3, "beta": 0.5},
         "finetune": PAPER_FINETUNE | {"weight_decay": 5e-2},
         "database": None,  # None: all training images
