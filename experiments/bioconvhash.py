@@ -13,6 +13,7 @@ See experiments/configs/bioconvhash.py.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import shlex
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k-cis", help="comma-separated channel-inhibition k_CI values")
     parser.add_argument("--no-baseline", action="store_true", help="skip BioHash on pixels")
     parser.add_argument(
+        "--max-epochs", type=int, help="cap on BioHash-layer epochs (default: the experiment's)"
+    )
+    parser.add_argument(
         "--devices", type=int, help="split minibatches and image chunks over this many devices"
     )
     argv = sys.argv[1:] if argv is None else argv
@@ -101,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg["conv"] = cfg["conv"] | {"filters": args.filters}
     if args.kernels:
         cfg["conv"] = cfg["conv"] | {"kernels": tuple(int(k) for k in args.kernels.split(","))}
+    if args.max_epochs:
+        cfg["max_epochs"] = args.max_epochs
     if args.k_cis:
         cfg["k_cis"] = tuple(int(k) for k in args.k_cis.split(","))
     if args.no_baseline:
@@ -121,20 +127,22 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{ds.spec}: {proto.name}, R = {proto.R or 'All'}")
     rule = biohash.RuleConfig(max_epochs=cfg["max_epochs"])
     conv = bioconv.ConvConfig(**cfg["conv"])
-    info = {"filters": [], "features": []}
-    rows: list[dict] = []
+    run_config = cfg | {
+        "experiment": args.experiment,
+        "quick": args.quick,
+        "tie": "exact",
+        "normaliser": "retrieved",
+        "rule": rule._asdict(),
+    }
+    rows, features, before = _resume(out, run_config, args.seed)
+    info = {"filters": [], "features": features}
+    if rows:
+        log(f"resuming: {len(rows)} rows already in {out}.json")
 
     def save(complete: bool) -> float:
-        seconds = time.perf_counter() - start
+        seconds = before + time.perf_counter() - start
         record = results.record(
-            config=cfg
-            | {
-                "experiment": args.experiment,
-                "quick": args.quick,
-                "tie": "exact",
-                "normaliser": "retrieved",
-                "rule": rule._asdict(),
-            },
+            config=run_config,
             seed=args.seed,
             metrics={"rows": rows, "protocol": proto.name} | info,
             wall_time_s=seconds,
@@ -185,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. features per k_CI, then a BioHash layer per k
     for k_ci in cfg["k_cis"]:
+        todo = _todo(rows, cfg["ks"], "bioconvhash", k_ci)
+        if not todo:
+            continue
         c = conv._replace(k_ci=k_ci)
         t = time.perf_counter()
         feats = {
@@ -193,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         seconds = time.perf_counter() - t
         n_images = sum(len(x) for x in images.values())
+        info["features"] = [f for f in info["features"] if f["k_ci"] != k_ci]
         info["features"].append(
             {
                 "k_ci": k_ci,
@@ -210,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             feats["db"],
             queries,
             proto,
-            cfg,
+            cfg | {"ks": todo},
             rule,
             args.seed,
             {"method": "bioconvhash", "k_ci": k_ci},
@@ -222,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         del feats
 
     # 3. BioHash on pixels, same protocol (the comparison of Tables 2 and 6)
-    if cfg["baseline"]:
+    todo = _todo(rows, cfg["ks"], "biohash", None)
+    if cfg["baseline"] and todo:
         queries = {"clean": proto.xq}
         if cfg["shadows"]:
             queries["shadows"] = splits.features(images["shadows"])
@@ -231,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             proto.xb,
             queries,
             proto,
-            cfg,
+            cfg | {"ks": todo},
             rule,
             args.seed,
             {"method": "biohash"},
@@ -243,6 +256,24 @@ def main(argv: list[str] | None = None) -> int:
     seconds = save(complete=True)
     log(f"wrote {out}.json and {out}.md ({seconds:.0f} s)")
     return 0
+
+
+def _resume(out: str, run_config: dict, seed: int) -> tuple[list[dict], list[dict], float]:
+    """Rows, feature timings and wall time of an earlier run of the same configuration and seed
+    (a partial one included), so a rerun of the same command only adds the missing rows."""
+    path = pathlib.Path(f"{out}.json")
+    if not path.exists():
+        return [], [], 0.0
+    old = json.loads(path.read_text())
+    if old["config"] != json.loads(json.dumps(run_config)) or old["seed"] != seed:
+        return [], [], 0.0
+    return list(old["metrics"]["rows"]), list(old["metrics"]["features"]), old["wall_time_s"]
+
+
+def _todo(rows: list[dict], ks, method: str, k_ci: int | None) -> tuple[int, ...]:
+    """The hash lengths of ``ks`` with no row yet for (method, k_ci)."""
+    done = {r["k"] for r in rows if (r["method"], r.get("k_ci")) == (method, k_ci)}
+    return tuple(k for k in ks if k not in done)
 
 
 def _paper(cfg: dict, method: str, k: int, shadows: bool, k_ci: int | None = None):

@@ -135,6 +135,22 @@ def test_bioconvhash_experiments_run_on_digits(experiment, tmp_path, monkeypatch
         }
         assert "(26.94)" in line[1] and "(" not in line[4].split("|", 2)[2]  # Table 3 has no 4
         assert "shadows" not in conv[0]
+        # an interrupted sweep (k_CI = 4 missing) rerun with the same command adds only k_CI = 4
+        cut = record | {"metrics": record["metrics"] | {"rows": rows[:2], "complete": False}}
+        out.with_suffix(".json").write_text(json.dumps(cut))
+        fits = []
+        real_fit = script.hashing.fit
+        monkeypatch.setattr(
+            script.hashing, "fit", lambda *a, **kw: fits.append(a[2].k) or real_fit(*a, **kw)
+        )
+        assert script.main([*argv, "--ks", "2,4", *devices]) == 0
+        again = json.loads(out.with_suffix(".json").read_text())
+        assert fits == [2, 4] and again["metrics"]["complete"]
+        assert [(r["k_ci"], r["k"]) for r in again["metrics"]["rows"]] == [
+            (1, 2), (1, 4), (4, 2), (4, 4),
+        ]  # fmt: skip
+        assert again["metrics"]["rows"][:2] == rows[:2]
+        assert again["wall_time_s"] > record["wall_time_s"]
     assert all(0 <= r["clean"] <= 100 and r["epochs"] >= 1 for r in rows)
 
 
