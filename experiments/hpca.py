@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--regimes", help="comma-separated labelled percentages")
     parser.add_argument("--layers", help="comma-separated layers (1..5)")
     parser.add_argument("--methods", help="comma-separated: none, vae, hpca")
+    parser.add_argument("--hebbian-epochs", type=int, help="Hebbian epochs (default: the preset's)")
     parser.add_argument("--out", help="results path without extension")
     parser.add_argument("--checkpoints", help="checkpoint directory (default: checkpoints/<out>)")
     parser.add_argument("--devices", type=int, help="split Hebbian minibatches over N devices")
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg[name] = _ints(getattr(args, name))
     if args.methods:
         cfg["methods"] = tuple(args.methods.split(","))
+    if args.hebbian_epochs:
+        cfg["hebbian"] = cfg["hebbian"] | {"epochs": args.hebbian_epochs}
     unknown = set(cfg["methods"]) - set(NAMES)
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}: expected some of {sorted(NAMES)}")

@@ -227,6 +227,11 @@ def pretrain(
     start = 0
     if checkpoint_dir is not None:
         last = checkpoints.latest_step(checkpoint_dir)
+        if last is not None and last > cfg.epochs:
+            raise InputError(
+                f"{checkpoint_dir} holds epoch {last}, past the {cfg.epochs} asked for "
+                "(only the latest epoch is kept): use another checkpoint_dir"
+            )
         if last is not None:
             variables = checkpoints.restore_step(checkpoint_dir, last, variables)
             start = last

@@ -125,6 +125,9 @@ def test_pretrain_data_parallel_equals_single_device_and_resumes(tmp_path):
     assert checkpoints.latest_step(ckpt) == 2
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # a folder already past the epochs asked for is refused, not silently returned
+    with pytest.raises(InputError, match="holds epoch 2, past the 1"):
+        hpca.pretrain(key, images, mean, std, cfg._replace(epochs=1), checkpoint_dir=ckpt)
 
 
 @pytest.mark.parametrize(
