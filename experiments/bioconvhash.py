@@ -13,7 +13,6 @@ See experiments/configs/bioconvhash.py.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import shlex
@@ -134,8 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         "normaliser": "retrieved",
         "rule": rule._asdict(),
     }
-    rows, features, before = _resume(out, run_config, args.seed)
-    info = {"filters": [], "features": features}
+    # a rerun of the same command keeps the finished rows and adds the missing ones
+    previous = results.previous_run(out, run_config, args.seed)
+    done = previous["metrics"] if previous else {"rows": [], "features": []}
+    rows, info = list(done["rows"]), {"filters": [], "features": list(done["features"])}
+    before = previous["wall_time_s"] if previous else 0.0
     if rows:
         log(f"resuming: {len(rows)} rows already in {out}.json")
 
@@ -256,18 +258,6 @@ def main(argv: list[str] | None = None) -> int:
     seconds = save(complete=True)
     log(f"wrote {out}.json and {out}.md ({seconds:.0f} s)")
     return 0
-
-
-def _resume(out: str, run_config: dict, seed: int) -> tuple[list[dict], list[dict], float]:
-    """Rows, feature timings and wall time of an earlier run of the same configuration and seed
-    (a partial one included), so a rerun of the same command only adds the missing rows."""
-    path = pathlib.Path(f"{out}.json")
-    if not path.exists():
-        return [], [], 0.0
-    old = json.loads(path.read_text())
-    if old["config"] != json.loads(json.dumps(run_config)) or old["seed"] != seed:
-        return [], [], 0.0
-    return list(old["metrics"]["rows"]), list(old["metrics"]["features"]), old["wall_time_s"]
 
 
 def _todo(rows: list[dict], ks, method: str, k_ci: int | None) -> tuple[int, ...]:

@@ -13,7 +13,6 @@ seeds, next to the paper's). See experiments/configs/hpca.py.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import shlex
@@ -87,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     train, test = ds.splits["train"], ds.splits["test"]
     mesh = biohash.data_mesh(args.devices) if args.devices else None
     ft_cfg = finetune.FinetuneConfig(**cfg["finetune"])
-    rows = _resume(out, cfg)
+    previous = results.previous_run(out, cfg)
+    rows = list(previous["metrics"]["rows"]) if previous else []
     if rows:
         log(f"resuming: {len(rows)} rows already in {out}.json")
     timing: dict[str, list[float]] = {"hebbian_epoch_s": [], "vae_epoch_s": []}
@@ -175,16 +175,6 @@ def _hpca_dir(cfg: dict) -> str:
     epoch count, so more epochs resume from fewer)."""
     lr, batch = cfg["hebbian"]["lr"], cfg["hebbian"]["batch"]
     return f"hpca_lr{lr:g}_b{batch}" + ("_kv" if cfg["hpca_keep_variance"] else "")
-
-
-def _resume(out: str, cfg: dict) -> list[dict]:
-    """Rows of an earlier run of the same configuration (a partial one included)."""
-    path = pathlib.Path(f"{out}.json")
-    if not path.exists():
-        return []
-    old = json.loads(path.read_text())
-    same = {k: old["config"].get(k) for k in cfg} == json.loads(json.dumps(cfg))
-    return list(old["metrics"]["rows"]) if same else []
 
 
 def _done(rows: list[dict], seed: int, regime: int, method: str, layer: int) -> bool:

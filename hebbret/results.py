@@ -108,3 +108,17 @@ def write_run(
     if not complete:
         markdown = "**Partial: the run is still going or was interrupted.**\n\n" + markdown
     atomic_write_text(f"{out}.md", markdown)
+
+
+def previous_run(
+    out: str | os.PathLike, config: dict[str, Any], seed: Any = None
+) -> dict[str, Any] | None:
+    """The record in ``out.json`` (a partial one included) if it was written with the same value
+    for every key of ``config`` (and ``seed``, when given), else None: what a rerun of the same
+    command resumes from."""
+    path = pathlib.Path(f"{out}.json")
+    if not path.exists():
+        return None
+    old = json.loads(path.read_text())
+    same = {k: old["config"].get(k) for k in config} == _jsonable(config)
+    return old if same and (seed is None or old["seed"] == seed) else None

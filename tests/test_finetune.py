@@ -42,7 +42,7 @@ def test_keep_variance_rescales_bn3_to_bn5_by_relative_running_std():
     (_, f_train), state = kept.apply(
         v, x, train=True, rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"]
     )
-    (_, f_plain), state_plain = plain.apply(
+    (_, f_plain), _ = plain.apply(
         v, x, train=True, rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"]
     )
     var = np.asarray(state["batch_stats"]["bn3"]["var"], np.float64) + 1e-5
