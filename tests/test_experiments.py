@@ -233,6 +233,17 @@ def test_hpca_experiment_runs_and_resumes(tmp_path, monkeypatch):
     table = out.with_suffix(".md").read_text()
     assert "| HPCA |" in table and "[27.29]" in table and "[80.01]" in table  # paper, 25 / 100 %
     assert (ckpt / "seed0" / "hpca_lr0.001_b16_kv").is_dir() and (ckpt / "seed0" / "vae").is_dir()
+    timing = record["metrics"]["timing"]
+    assert timing["hpca_epochs_restored"] == [0] and len(timing["hebbian_epoch_s"]) == 1
+
+    # a new study on the same checkpoints restores the pre-training: no per-epoch time for it
+    other = tmp_path / "other"
+    small = ["--regimes", "25", "--layers", "2", "--methods", "hpca"]
+    argv2 = [*argv[:-1], str(other), *small, "--checkpoints", str(ckpt)]
+    assert script.main(argv2) == 0
+    timing = json.loads(other.with_suffix(".json").read_text())["metrics"]["timing"]
+    assert timing["hpca_epochs_restored"] == [1] and timing["hebbian_epoch_s"] == []
+    assert "hpca_epochs_restored: 1" in other.with_suffix(".md").read_text()
 
     def fail(*args, **kwargs):
         raise AssertionError("a finished row was trained again")

@@ -9,8 +9,8 @@ Commands (from the repository root):
 Full protocol: 5 data seeds; labelled fractions 1, 2, 3, 4, 5, 10, 25, 100 % of the 40k training
 images; layers 1-5; no pre-training / beta-VAE / HPCA; 20 Hebbian epochs, 20 VAE epochs, 20
 fine-tuning epochs; database = the 40k training images, queries = the 10k test images, layer chosen
-on the 10k validation images. That is 5 x 8 x 5 x 3 = 600 fine-tuning runs (on the order of a day on
-one GPU; see results/hpca_timing.md for the measured per-epoch times).
+on the 10k validation images. That is 5 x 8 x 5 x 3 = 600 fine-tuning runs: about 140 h on a 2-core
+CPU, estimated from measured per-epoch throughput (results/hpca_benchmark.md); not timed on a GPU.
 
 ``--quick`` (one seed, layers 3 and 5, no pre-training vs HPCA) keeps the split, the labelled
 counts (400 / 2,000 / 4,000 images), the network and the rules, and shrinks: 1 Hebbian epoch, 10
