@@ -138,15 +138,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 epochs = vcfg.epochs
             seconds = time.perf_counter() - t
-            ran = epochs - min(restored, epochs)
+            restored = min(restored, epochs)
+            ran = epochs - restored
             timing.setdefault(f"{method}_total_s", []).append(seconds)
-            timing.setdefault(f"{method}_epochs_restored", []).append(epochs - ran)
+            timing.setdefault(f"{method}_epochs_restored", []).append(restored)
             if ran:  # per-epoch time of the epochs computed here, not of restored ones
                 per_epoch = "hebbian_epoch_s" if method == "hpca" else "vae_epoch_s"
                 timing[per_epoch].append(seconds / ran)
             log(
                 f"seed {seed}: {NAMES[method]} pre-training done ({seconds:.0f} s; "
-                f"{ran} epochs run, {epochs - ran} restored from {folder})"
+                f"{ran} epochs run, {restored} restored from {folder})"
             )
         for regime in cfg["regimes"]:
             n_lab = max(1, round(regime / 100 * len(split.train)))
