@@ -33,6 +33,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import os
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -168,16 +169,25 @@ def _natural(metric: str, keys: jax.Array, num_bits: int) -> jax.Array:
     return keys
 
 
+def _unscaled(metric: str, values: jax.Array, scale: float) -> np.ndarray:
+    """Distances of features multiplied by ``scale`` (a power of two) -> the inputs' distances."""
+    power = {"sqeuclidean": 2, "euclidean": 1, "manhattan": 1}.get(metric, 0)
+    if scale == 1.0 or power == 0:
+        return np.asarray(values)
+    with np.errstate(over="ignore", under="ignore"):
+        return (np.asarray(values, np.float64) / scale**power).astype(np.float32)
+
+
 def pairwise_distances(xq: np.ndarray, xb: np.ndarray, metric: str) -> np.ndarray:
     """All (nq, N) distances, for small problems and plots (use :func:`evaluate` to rank at scale).
 
     Returns squared Euclidean / Euclidean / Manhattan / cosine *similarity* / Hamming / overlap
     counts as float32; bit metrics take packed uint32 codes from :func:`pack_bits`.
     """
-    xq, xb, _, _ = _check_inputs(xq, xb, None, None, metric)
+    xq, xb, _, _, scale = _check_inputs(xq, xb, None, None, metric)
     num_bits = 32 * xb.shape[-1]
     q, b = _prepare(metric, jnp.asarray(xq)), _prepare(metric, jnp.asarray(xb))
-    return np.asarray(_natural(metric, _keys(metric, q, b, num_bits), num_bits))
+    return _unscaled(metric, _natural(metric, _keys(metric, q, b, num_bits), num_bits), scale)
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,6 +443,9 @@ def database_mesh(num_devices: int | None = None) -> Mesh:
 
 
 def _check_inputs(xq, xb, yq, yb, metric):
+    """Checked ``(xq, xb, yq, yb, scale)``: float32 features, conditioned for the metric by
+    :func:`_conditioned` (``scale``: the factor the features were multiplied by), or uint32 codes
+    (scale 1), and labels as dense int32 class ids (or None)."""
     if metric not in METRICS:
         raise InputError(f"unknown metric {metric!r}: expected one of {', '.join(METRICS)}")
     xq, xb = np.asarray(xq), np.asarray(xb)
@@ -445,6 +458,7 @@ def _check_inputs(xq, xb, yq, yb, metric):
         raise InputError("no queries: xq has 0 rows")
     if xq.shape[1] != xb.shape[1]:
         raise InputError(f"queries have {xq.shape[1]} columns but the database has {xb.shape[1]}")
+    scale = 1.0
     if metric in BIT_METRICS:
         for name, x in (("queries", xq), ("database", xb)):
             if x.dtype != np.uint32:
@@ -453,27 +467,141 @@ def _check_inputs(xq, xb, yq, yb, metric):
                     f"{name} are {x.dtype}"
                 )
     else:
-        if not (np.issubdtype(xq.dtype, np.number) and np.issubdtype(xb.dtype, np.number)):
-            raise InputError(f"features must be numeric, got {xq.dtype} and {xb.dtype}")
-        xq, xb = xq.astype(np.float32), xb.astype(np.float32)
+        if xb.shape[1] == 0:
+            raise InputError("features have 0 columns")
         for name, x in (("queries", xq), ("database", xb)):
-            if not np.all(np.isfinite(x)):
+            if x.dtype.kind not in "biuf":
+                raise InputError(f"{name} features must be real numbers, got {x.dtype}")
+            if not _all_finite(x):
                 raise InputError(f"{name} contain NaN or inf")
             if metric == "cosine" and np.any(~np.any(x != 0, axis=1)):
                 raise InputError(f"{name} contain an all-zero row: cosine similarity is undefined")
-    if yq is not None or yb is not None:
-        if yq is None or yb is None:
-            raise InputError("labels are needed for both queries and database")
-        yq, yb = np.asarray(yq), np.asarray(yb)
-        for name, y, x in (("query", yq, xq), ("database", yb, xb)):
-            if y.ndim != 1 or y.shape[0] != x.shape[0]:
-                raise InputError(
-                    f"{name} labels have shape {y.shape} but there are {x.shape[0]} {name} items"
-                )
-            if not np.issubdtype(y.dtype, np.integer):
-                raise InputError(f"{name} labels must be integers, got {y.dtype}")
-        yq, yb = yq.astype(np.int32), yb.astype(np.int32)
-    return xq, xb, yq, yb
+        xq, xb, scale = _conditioned(metric, xq, xb)
+    if yq is None and yb is None:
+        return xq, xb, None, None, scale
+    if yq is None or yb is None:
+        raise InputError("labels are needed for both queries and database")
+    yq, yb = _class_ids(np.asarray(yq), np.asarray(yb), len(xq), len(xb))
+    return xq, xb, yq, yb, scale
+
+
+def _all_finite(x: np.ndarray, rows: int = 4096) -> bool:
+    return all(np.isfinite(x[i : i + rows]).all() for i in range(0, len(x), rows))
+
+
+def _pow2(v: np.ndarray) -> np.ndarray:
+    """The largest power of two not above ``v`` (> 0), elementwise; 1 where v is 0."""
+    v = np.asarray(v, np.float64)
+    return np.where(v > 0, np.exp2(np.floor(np.log2(np.where(v > 0, v, 1.0)))), 1.0)
+
+
+_SAFE = (2.0**-32, 2.0**32)  # magnitudes whose squares and sums float32 holds without trouble
+
+
+def _rescale(peak: np.ndarray) -> np.ndarray:
+    """1 for magnitudes in the safe range, else the power of two that brings them into [1, 2)."""
+    outside = (peak > 0) & ((peak < _SAFE[0]) | (peak > _SAFE[1]))
+    return np.where(outside, 1.0 / _pow2(peak), 1.0)
+
+
+def _conditioned(
+    metric: str, xq: np.ndarray, xb: np.ndarray, rows: int = 4096
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Float32 features whose distances float32 can compute: ``(xq', xb', scale)``.
+
+    The kernel computes ``|q|^2 + |b|^2 - 2 q.b`` (Euclidean), ``sum |q - b|`` (Manhattan) and
+    ``q.b / (|q| |b|)`` (cosine) in float32. Nothing done here changes a ranking, but without it
+    float32 arithmetic fails on legitimate inputs:
+
+    - Euclidean: both sides minus the database's per-column mean (float64), rounded to a multiple
+      of the largest power of two not above the column's standard deviation. A common offset of
+      1e3 on unit-scale features otherwise cancels the digits that separate near neighbours; a
+      mean small against the spread rounds to 0 (nothing to do), and small-integer features stay
+      exact, so exactly tied distances stay tied.
+    - Euclidean and Manhattan: features beyond 2^+-32 in magnitude are multiplied by one power of
+      two ``scale`` (exact) into [1, 2), so squares neither overflow (1e20) nor underflow (1e-30).
+    - Cosine: rows beyond 2^+-32 in magnitude are each multiplied by their own power of two.
+    """
+
+    def peaks(x: np.ndarray) -> np.ndarray:  # per-row max |x|, float64
+        return np.concatenate(
+            [np.abs(x[i : i + rows].astype(np.float64)).max(1) for i in range(0, len(x), rows)]
+        )
+
+    def convert(x: np.ndarray, shift, factor) -> np.ndarray:
+        out = np.empty(x.shape, np.float32)
+        for i in range(0, len(x), rows):
+            f = factor if np.ndim(factor) == 0 else factor[i : i + rows, None]
+            out[i : i + rows] = (x[i : i + rows].astype(np.float64) - shift) * f
+        return out
+
+    if metric == "cosine":
+        fq, fb = _rescale(peaks(xq)), _rescale(peaks(xb))
+        xq = convert(xq, 0.0, fq) if np.any(fq != 1) else xq.astype(np.float32)
+        xb = convert(xb, 0.0, fb) if np.any(fb != 1) else xb.astype(np.float32)
+        return xq, xb, 1.0
+    shift = np.zeros(xb.shape[1])
+    peak = max(peaks(xq).max(), peaks(xb).max())
+    if metric in ("sqeuclidean", "euclidean"):
+        total, squares = np.zeros(xb.shape[1]), np.zeros(xb.shape[1])
+        with np.errstate(over="ignore", invalid="ignore"):
+            for i in range(0, len(xb), rows):
+                chunk = xb[i : i + rows].astype(np.float64)
+                total += chunk.sum(0)
+                squares += np.square(chunk).sum(0)
+            mean = total / len(xb)
+            std = np.sqrt(np.maximum(squares / len(xb) - mean**2, 0.0))
+        grid = np.where(np.isfinite(std) & (std > 0), _pow2(std), 0.0)
+        shift = np.where(grid > 0, np.round(mean / np.where(grid > 0, grid, 1.0)) * grid, mean)
+        shift = np.where(np.isfinite(shift), shift, 0.0)
+        peak = peak + np.abs(shift).max()  # a bound on the shifted magnitudes
+    scale = float(_rescale(np.float64(peak)))
+    if not np.any(shift) and scale == 1.0:
+        return xq.astype(np.float32), xb.astype(np.float32), 1.0
+    return convert(xq, shift, scale), convert(xb, shift, scale), scale
+
+
+def _class_ids(yq: np.ndarray, yb: np.ndarray, nq: int, nb: int) -> tuple[np.ndarray, np.ndarray]:
+    """Any integer or string labels -> dense int32 class ids shared by queries and database (so
+    int64 labels that agree modulo 2**32 stay distinct)."""
+    kinds = set()
+    for name, y, n in (("query", yq, nq), ("database", yb, nb)):
+        if y.ndim != 1 or y.shape[0] != n:
+            raise InputError(f"{name} labels have shape {y.shape} but there are {n} {name} items")
+        if y.dtype.kind not in "biuUS":
+            raise InputError(f"{name} labels must be integers or strings, got {y.dtype}")
+        kinds.add("text" if y.dtype.kind in "US" else "int")
+    if len(kinds) > 1:
+        raise InputError(
+            f"query labels ({yq.dtype}) and database labels ({yb.dtype}) are not comparable: "
+            "give both as integers or both as strings"
+        )
+    if yq.dtype.kind == "S" or yb.dtype.kind == "S":
+        yq, yb = yq.astype(str), yb.astype(str)
+    _, ids = np.unique(np.concatenate([yq, yb]), return_inverse=True)
+    ids = ids.astype(np.int32)
+    return ids[:nq], ids[nq:]
+
+
+def _depth(R, n: int) -> int:  # noqa: N803  (the literature's name)
+    """R (a positive integer, or None / "all" for the whole database) -> a list depth <= n."""
+    if R is None or (isinstance(R, str) and R.lower() == "all"):
+        return n
+    if isinstance(R, bool | np.bool_) or not isinstance(R, int | np.integer):
+        raise InputError(f"R must be a positive integer or 'all', got {R!r}")
+    if R < 1:
+        raise InputError(f"R must be a positive integer or 'all', got {R}")
+    return min(int(R), n)
+
+
+def _warn_if_all_relevant(yq: np.ndarray, yb: np.ndarray) -> None:
+    if np.all(yb == yb[0]) and np.all(yq == yb[0]):
+        warnings.warn(
+            "every database item is relevant to every query (one class): mAP is 100 "
+            "whatever the ranking",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,7 +687,7 @@ def evaluate(
     yb: np.ndarray,
     *,
     metric: str,
-    R: int | None = None,  # noqa: N803  (the literature's name)
+    R: int | str | None = None,  # noqa: N803  (the literature's name)
     normaliser: str = "retrieved",
     tie: str = "exact",
     at: Sequence[int] = (),
@@ -573,9 +701,12 @@ def evaluate(
     Args:
       xq: (nq, d) query features, or (nq, W) uint32 packed codes for "hamming" / "overlap".
       xb: (N, d) database features / codes.
-      yq: (nq,) integer query labels; yb: (N,) database labels. Relevant = same label.
-      metric: one of ``METRICS``.
-      R: list depth for AP@R (None = All = N; values above N are clipped to N).
+      yq: (nq,) query labels; yb: (N,) database labels, integers (any width) or strings.
+        Relevant = same label.
+      metric: one of ``METRICS``. Euclidean metrics centre both sides on the database mean
+        first (float64), so a large common offset cannot cost precision.
+      R: list depth for AP@R, a positive integer (values above N are clipped to N) or
+        None / "all" for the whole database.
       normaliser: which AP normaliser ``"map"`` reports (all three are in ``"ap"``).
       tie: "exact" (expected value over tie orders), "random" (seeded) or "stable".
       at: ranks N for precision@N, recall@N and the top-N score (each <= N).
@@ -596,11 +727,10 @@ def evaluate(
         raise InputError(f"unknown normaliser {normaliser!r}: expected one of {NORMALISERS}")
     if tie not in TIES:
         raise InputError(f"unknown tie policy {tie!r}: expected one of {TIES}")
-    xq, xb, yq, yb = _check_inputs(xq, xb, yq, yb, metric)
+    xq, xb, yq, yb, _ = _check_inputs(xq, xb, yq, yb, metric)
     n = xb.shape[0]
-    if R is not None and R < 1:
-        raise InputError(f"R must be >= 1, got {R}")
-    r = n if R is None else min(int(R), n)
+    r = _depth(R, n)
+    _warn_if_all_relevant(yq, yb)
     at = tuple(int(a) for a in at)
     for a in at:
         if not 1 <= a <= n:
@@ -650,7 +780,7 @@ def search(
     """
     if tie not in ("random", "stable"):
         raise InputError(f"search breaks ties 'random' or 'stable', got {tie!r}")
-    xq, xb, _, _ = _check_inputs(xq, xb, None, None, metric)
+    xq, xb, _, _, scale = _check_inputs(xq, xb, None, None, metric)
     if not 1 <= k <= xb.shape[0]:
         raise InputError(f"k must be in [1, database size {xb.shape[0]}], got {k}")
     num_bits = 32 * xb.shape[1]
@@ -663,4 +793,4 @@ def search(
     nq = xq.shape[0]
     keys = np.concatenate([o["keys"] for o in results])[:nq]
     idx = np.concatenate([o["indices"] for o in results])[:nq]
-    return np.asarray(_natural(metric, jnp.asarray(keys), num_bits)), perm[idx]
+    return _unscaled(metric, _natural(metric, jnp.asarray(keys), num_bits), scale), perm[idx]

@@ -73,7 +73,7 @@ def bad_files(tmp_path):
         (["--queries", "qnan.npy"], "NaN"),
         (["--database", "empty.npy", "--database-labels", "empty.npy"], "empty database"),
         (["--database-labels", "dl5.npy"], "database labels"),
-        (["--R", "0"], "R must be >= 1"),
+        (["--R", "0"], "R must be a positive integer"),
         (["--metric", "hamming"], "packed uint32"),
         (["--queries", "missing.npy"], "not found"),
         (["--queries", "obj.npy"], "cannot read"),

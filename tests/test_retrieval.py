@@ -353,7 +353,7 @@ def test_no_recompilation_across_chunks(monkeypatch):
         (dict(xq=np.full((2, 3), np.nan)), "NaN"),
         (dict(xb=np.full((4, 3), np.inf)), "NaN or inf"),
         (dict(xb=np.ones((0, 3)), yb=np.zeros(0, int)), "empty database"),
-        (dict(R=0), "R must be >= 1"),
+        (dict(R=0), "R must be a positive integer"),
         (dict(metric="chebyshev"), "unknown metric"),
         (dict(tie="best"), "unknown tie"),
         (dict(normaliser="all"), "unknown normaliser"),
