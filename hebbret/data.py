@@ -6,11 +6,20 @@ Specs:
 - ``mnist``, ``cifar10``, ``cifar100``: tfds datasets already prepared (array_record) in
   ``$TFDS_DATA_DIR`` (or tfds' default), splits ``train`` and ``test``; hebbret never downloads.
 - ``folder:PATH``: an image folder ``PATH/<split>/<class>/<image>``, optionally under one top-level
-  directory; class directories sorted alphabetically give the label order.
+  directory; class directories sorted alphabetically give the label order. Symbolic links are
+  followed wherever they lead, out of ``PATH`` too (the folder is the user's own, and a tree of
+  links is a common way to make splits without copying); a broken link, or a folder link that
+  loops back to a folder above it, is an error.
 - ``archive:PATH.tar.gz`` (``.tgz``, ``.tar``): the same layout inside a tar archive, read as a
-  stream and never extracted.
+  stream and never extracted. Only regular files count (links are ignored); members whose
+  normalised name leaves the archive root (absolute, or a leading ``..``) are skipped with a
+  warning that names them (when the archive is decoded, not on cache hits), so they can neither
+  add images nor break the layout.
 - ``npz:PATH``: arrays ``x``/``y`` (split ``all``) or ``x_<split>``/``y_<split>`` pairs, optional
   ``class_names``; ``x`` holds images ``(n, h, w[, c])`` uint8 or features ``(n, d)``.
+
+Folders and archives skip hidden files and folders (a name starting with ``.``: ``.DS_Store``,
+``._x.jpg``) silently.
 
 Decoded images of tfds, folder and archive sources are cached in :func:`cache_dir` as
 ``<key>.npz``, keyed by a checksum of the source, so a second load takes about a second. Images
@@ -21,6 +30,7 @@ greyscale, else RGB. Splits are ordered train, validation, val, test, then the o
 import dataclasses
 import hashlib
 import io
+import logging
 import os
 import pathlib
 import posixpath
@@ -230,7 +240,14 @@ def _tfds(spec: str, name: str, cache: pathlib.Path, progress: bool) -> Dataset:
 
     data_dir = os.environ.get("TFDS_DATA_DIR") or constants.DATA_DIR
     builder = tfds.builder(name, data_dir=data_dir)
-    if not builder.is_prepared():
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # is_prepared() warns that the folder lacks its files
+    try:
+        prepared = builder.is_prepared()
+    finally:
+        absl_logger.setLevel(level)
+    if not prepared:
         raise InputError(
             f"tfds dataset {name!r} is not prepared in {data_dir} and hebbret does not download; "
             f"run `tfds build {name} --file_format=array_record` where there is network, or use "
@@ -281,24 +298,40 @@ def _read_tfds_source(
 def _folder(spec: str, root: pathlib.Path, cache: pathlib.Path, progress: bool) -> Dataset:
     if not root.is_dir():
         raise InputError(f"dataset folder '{root}' does not exist or is not a directory")
-    paths = _folder_paths(root)
+    paths = _folder_paths(root, spec)
     tree = _layout(paths, spec)
     digest = hashlib.sha256()
     files = {}
     for path in tqdm(paths, desc=f"reading {root.name}", unit=" files", disable=not progress):
-        files[path] = (root / path).read_bytes()
+        try:
+            files[path] = (root / path).read_bytes()
+        except OSError as e:  # a broken symbolic link, an unreadable file
+            raise InputError(f"cannot read '{path}' in {spec}: {e.strerror or e}") from e
         digest.update(f"{path}\0{len(files[path])}\0".encode())
         digest.update(files[path])
     key = _cache_key("folder", digest.hexdigest())
     return _cached(spec, cache / f"{key}.npz", lambda: _decode_tree(tree, files, spec, progress))
 
 
-def _folder_paths(root: pathlib.Path) -> list[str]:
-    """Sorted relative paths of the files under ``root``, skipping hidden files and folders."""
+def _folder_paths(root: pathlib.Path, spec: str) -> list[str]:
+    """Sorted relative paths of the files under ``root``, skipping hidden files and folders and
+    following symbolic links; InputError for a folder link that loops back to a folder above."""
     paths = []
+    # for each folder to walk: the real paths of it, of the folders above it and of root's parents
+    real_root = pathlib.Path(os.path.realpath(root))
+    above = {os.fspath(root): (str(real_root), *map(str, real_root.parents))}
     for directory, dirs, files in os.walk(root, followlinks=True):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         relative = pathlib.Path(directory).relative_to(root)
+        chain = above.pop(directory)
+        for d in dirs:
+            real = os.path.realpath(os.path.join(directory, d))
+            if real in chain:
+                raise InputError(
+                    f"folder link '{(relative / d).as_posix()}' in {spec} loops back to "
+                    f"'{real}', a folder above it"
+                )
+            above[os.path.join(directory, d)] = (*chain, real)
         paths += [(relative / f).as_posix() for f in files if not f.startswith(".")]
     return sorted(paths)
 
@@ -320,20 +353,33 @@ def _archive(spec: str, path: pathlib.Path, cache: pathlib.Path, progress: bool)
 
 
 def _read_archive(path: pathlib.Path, spec: str, progress: bool) -> dict[str, bytes]:
-    """The bytes of every regular, non-hidden file in a tar archive, by normalised member name."""
-    files = {}
+    """The bytes of every regular, non-hidden file in a tar archive, by normalised member name;
+    members outside the archive root (absolute, or with a leading '..') are skipped with a
+    warning."""
+    files, outside = {}, []
     try:
         with (
             tarfile.open(path, mode="r|*") as tar,
             tqdm(desc=f"reading {path.name}", unit=" files", disable=not progress) as bar,
         ):
             for member in tar:
-                name = posixpath.normpath(member.name).lstrip("/")
-                if member.isfile() and not _hidden(name):
+                name = posixpath.normpath(member.name)
+                if not member.isfile():
+                    continue
+                if name.startswith("/") or name == ".." or name.startswith("../"):
+                    outside.append(member.name)
+                elif not _hidden(name):
                     files[name] = tar.extractfile(member).read()
                     bar.update()
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise InputError(f"cannot read archive '{path}': {e}") from e
+    if outside:
+        listed = ", ".join(map(repr, outside[:3])) + (", ..." if len(outside) > 3 else "")
+        warnings.warn(
+            f"skipped {len(outside)} archive member{'s' if len(outside) > 1 else ''} outside the "
+            f"archive root in {spec}: {listed}",
+            stacklevel=6,
+        )
     return files
 
 

@@ -2,9 +2,12 @@
 
 import io
 import json
+import logging
 import os
 import pathlib
 import socket
+import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -183,6 +186,98 @@ def test_bad_layout(
         assert "PATH/<split>/<class>/<image>" in str(error.value)
 
 
+def image_bytes(fmt: str, value: int) -> bytes:
+    """A tiny 4x4 greyscale PNG or JPEG of one grey value."""
+    buffer = io.BytesIO()
+    Image.new("L", (4, 4), value).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def write_tar(path: pathlib.Path, members: dict[str, bytes]) -> str:
+    """A tar.gz holding `members` (name: content) exactly as named, in order."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return f"archive:{path}"
+
+
+VALID = {"train/ant/0.png": 10, "train/bee/0.jpg": 20, "test/ant/0.jpg": 30, "test/bee/0.png": 40}
+
+
+@pytest.mark.parametrize("top", ["", "top/", "./top/"])
+@pytest.mark.parametrize(
+    "escaping",
+    [
+        ["../evil.jpg"],
+        ["train/../../evil.jpg"],
+        ["/abs/evil.jpg"],
+        ["/zz/train/ant/evil.jpg"],
+        ["..", "../../x/train/ant/1.png", "/etc/passwd", "top/../../up.png", "/.hidden.png"],
+    ],
+    ids=["parent", "split-parent", "absolute", "absolute-split", "five"],
+)
+def test_archive_members_outside_the_root_are_skipped_with_a_warning(
+    tmp_path: pathlib.Path, top: str, escaping: list[str]
+) -> None:
+    members = {
+        f"{top}{name}": image_bytes(name[-3:].replace("jpg", "jpeg"), v)
+        for name, v in VALID.items()
+    }
+    members |= {name: image_bytes("PNG", 99) for name in escaping}
+    members |= {f"{top}train/ant/._0.png": b"AppleDouble", f"{top}.DS_Store": b"\0"}  # silent
+    spec = write_tar(tmp_path / "a.tar.gz", members)
+    listed = ", ".join(repr(name) for name in escaping[:3]) + (", ..." if len(escaping) > 3 else "")
+    with pytest.warns(UserWarning) as caught:
+        ds = data.load(spec, progress=False)
+    (warning,) = caught
+    message = str(warning.message)
+    assert warning.filename == __file__ and "\n" not in message
+    assert message == (
+        f"skipped {len(escaping)} archive member{'s' if len(escaping) > 1 else ''} outside "
+        f"the archive root in {spec}: {listed}"
+    )
+    assert ds.class_names == ("ant", "bee") and list(ds.splits) == ["train", "test"]
+    assert ds.splits["train"].x[:, 0, 0, 0].tolist() == [10, 20]
+    assert abs(ds.splits["test"].x[:, 0, 0, 0].astype(int) - [30, 40]).max() <= 2  # JPEG
+
+
+def test_folder_follows_symlinks_out_of_the_root(tmp_path: pathlib.Path) -> None:
+    make_folder(tmp_path / "store")
+    root = tmp_path / "images"
+    (root / "train").mkdir(parents=True)
+    (root / "test").symlink_to(tmp_path / "store" / "test")
+    for name in CLASSES:
+        (root / "train" / name).mkdir()
+        for image in (tmp_path / "store" / "train" / name).iterdir():
+            (root / "train" / name / image.name).symlink_to(image)
+    linked = data.load(f"folder:{root}", progress=False)
+    assert linked.checksum == data.load(f"folder:{tmp_path / 'store'}", progress=False).checksum
+
+
+@pytest.mark.parametrize(
+    ("link", "target", "problem"),
+    [
+        (
+            "train/ant/gone.png",
+            "../../../missing.png",
+            r"cannot read 'train/ant/gone.png' in folder",
+        ),
+        ("train/ant/loop", "../..", r"folder link 'train/ant/loop' in folder:.* loops back"),
+        ("train/bee/self", ".", r"folder link 'train/bee/self' in folder:.* loops back"),
+        ("test/up", "../../..", r"folder link 'test/up' in folder:.* loops back"),
+    ],
+)
+def test_folder_bad_symlinks(tmp_path: pathlib.Path, link: str, target: str, problem: str) -> None:
+    root = tmp_path / "data" / "images"
+    make_folder(root)
+    (root / link).symlink_to(target)
+    with pytest.raises(InputError, match=problem) as error:
+        data.load(f"folder:{root}", progress=False)
+    assert "\n" not in str(error.value)
+
+
 def test_npz_images_and_class_names(tmp_path: pathlib.Path) -> None:
     x = np.arange(5 * 4 * 3, dtype=np.uint8).reshape(5, 4, 3)
     np.savez(tmp_path / "d.npz", x=x, y=[0, 1, 1, 0, 1], class_names=np.array(["no", "yes"]))
@@ -337,6 +432,47 @@ def test_tfds_not_prepared_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InputError, match=r"'cifar100' is not prepared in .*tfds build cifar100"):
         data.load("cifar100")
     assert time.perf_counter() - start < 5
+
+
+def test_tfds_not_prepared_cli_prints_one_line(
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """tfds' is_prepared() logs an absl warning about a variant folder that does not exist;
+    only hebbret's one-line error may show."""
+    from hebbret import cli
+
+    def no_network(*args: object) -> None:
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    (tmp_path / "tfds").mkdir()
+    assert cli.main(["data", "mnist"]) == 2
+    out, err = capfd.readouterr()
+    assert out == "" and err.startswith("hebbret: error: tfds dataset 'mnist' is not prepared in ")
+    assert err.count("\n") == 1 and err.endswith("folder:PATH\n")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert list((tmp_path / "tfds").iterdir()) == []
+
+
+def test_tfds_not_prepared_command_stderr(tmp_path: pathlib.Path) -> None:
+    """The same, as a user runs it: stderr holds the one error line and nothing else."""
+    (tmp_path / "tfds").mkdir()
+    command = "from hebbret.cli import main; raise SystemExit(main())"
+    result = subprocess.run(
+        [sys.executable, "-c", command, "data", "mnist"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"TFDS_DATA_DIR": str(tmp_path / "tfds")},
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("hebbret: error: tfds dataset 'mnist' is not prepared in ")
+    assert result.stderr.count("\n") == 1
+    assert list((tmp_path / "tfds").iterdir()) == []
 
 
 def test_tfds_without_random_access_format(tmp_path: pathlib.Path) -> None:
