@@ -40,6 +40,7 @@ from hebbret import (  # noqa: E402
     retrieval,
     splits,
 )
+from hebbret.errors import run_command  # noqa: E402
 
 
 def _map(method: str, params, xq: np.ndarray, cb: hashing.Codes, proto) -> float:
@@ -100,164 +101,175 @@ def main(argv: list[str] | None = None) -> int:
     cfg["dataset"] = args.dataset or cfg["dataset"]
     if args.ks:
         cfg["ks"] = tuple(int(k) for k in args.ks.split(","))
-    if args.filters:
+    if args.filters is not None:
         cfg["conv"] = cfg["conv"] | {"filters": args.filters}
     if args.kernels:
         cfg["conv"] = cfg["conv"] | {"kernels": tuple(int(k) for k in args.kernels.split(","))}
-    if args.max_epochs:
+    if args.max_epochs is not None:
         cfg["max_epochs"] = args.max_epochs
     if args.k_cis:
         cfg["k_cis"] = tuple(int(k) for k in args.k_cis.split(","))
     if args.no_baseline:
         cfg["baseline"] = False
     out = args.out or f"results/bioconvhash_{args.experiment}{'_quick' if args.quick else ''}"
+    for suffix in (".json", ".md", "_filters.npz", "_filters_K1.png"):
+        files.check_writable(f"{out}{suffix}")
     log = lambda line: print(line, flush=True)  # noqa: E731
-    start = time.perf_counter()
+    try:
+        start = time.perf_counter()
 
-    ds = data.load(cfg["dataset"])
-    proto = splits.class_query_protocol(
-        ds, cfg["queries_per_class"], cfg["R"], args.seed, query_subset=cfg.get("query_subset")
-    )
-    pooled = ds.pooled().x
-    images = {"db": pooled[proto.database], "clean": pooled[proto.queries]}
-    if cfg["shadows"]:
-        images["shadows"] = perturb.shadow(images["clean"])
-    mesh = biohash.data_mesh(args.devices) if args.devices else None
-    log(f"{ds.spec}: {proto.name}, R = {proto.R or 'All'}")
-    rule = biohash.RuleConfig(max_epochs=cfg["max_epochs"])
-    conv = bioconv.ConvConfig(**cfg["conv"])
-    run_config = cfg | {
-        "experiment": args.experiment,
-        "quick": args.quick,
-        "tie": "exact",
-        "normaliser": "retrieved",
-        "rule": rule._asdict(),
-    }
-    # a rerun of the same command keeps the finished rows and adds the missing ones
-    previous = results.previous_run(out, run_config, args.seed)
-    done = previous["metrics"] if previous else {"rows": [], "features": []}
-    rows, info = list(done["rows"]), {"filters": [], "features": list(done["features"])}
-    before = previous["wall_time_s"] if previous else 0.0
-    if rows:
-        log(f"resuming: {len(rows)} rows already in {out}.json")
-
-    def save(complete: bool) -> float:
-        seconds = before + time.perf_counter() - start
-        record = results.record(
-            config=run_config,
-            seed=args.seed,
-            metrics={"rows": rows, "protocol": proto.name} | info,
-            wall_time_s=seconds,
-            dataset={"spec": ds.spec, "checksum": ds.checksum},
+        ds = data.load(cfg["dataset"])
+        proto = splits.class_query_protocol(
+            ds, cfg["queries_per_class"], cfg["R"], args.seed, query_subset=cfg.get("query_subset")
         )
-        results.write_run(
-            out, record, report(args, cfg, proto, rows, info, seconds), complete=complete
-        )
-        return seconds
-
-    # 1. filters: one bank per kernel size, learned once on unit-normalised patches
-    banks = []
-    for kernel in conv.kernels:
-        t = time.perf_counter()
-        res = bioconv.learn_filters(
-            jax.random.fold_in(jax.random.key(args.seed), kernel),
-            images["db"],
-            kernel,
-            conv,
-            rule,
-            mesh=mesh,
-            progress=True,
-        )
-        banks.append(np.asarray(res.w))
-        info["filters"].append(
-            {
-                "kernel": kernel,
-                "filters": conv.filters,
-                "patches": conv.patches,
-                "epochs": res.epochs,
-                "mean_norm": res.mean_norm,
-                "seconds": time.perf_counter() - t,
-            }
-        )
-        log(f"filters K={kernel}: {res.epochs} epochs, mean norm {res.mean_norm:.3f}")
-        channels = images["db"].shape[-1]
-        fig = plots.filter_grid(
-            res.w[:100], kernel, channels, title=f"BioConvHash filters, K = {kernel} (first 100)"
-        )
-        files.atomic_write(
-            f"{out}_filters_K{kernel}.png", lambda f, fig=fig: fig.savefig(f, format="png", dpi=100)
-        )
-
-    files.atomic_write(
-        f"{out}_filters.npz",
-        lambda f: np.savez(f, **{f"K{k}": w for k, w in zip(conv.kernels, banks, strict=True)}),
-    )
-
-    # 2. features per k_CI, then a BioHash layer per k
-    for k_ci in cfg["k_cis"]:
-        todo = _todo(rows, cfg["ks"], "bioconvhash", k_ci)
-        if not todo:
-            continue
-        c = conv._replace(k_ci=k_ci)
-        t = time.perf_counter()
-        feats = {
-            name: bioconv.feature_map(banks, x, c, mesh=mesh, progress=True)
-            for name, x in images.items()
-        }
-        seconds = time.perf_counter() - t
-        n_images = sum(len(x) for x in images.values())
-        info["features"] = [f for f in info["features"] if f["k_ci"] != k_ci]
-        info["features"].append(
-            {
-                "k_ci": k_ci,
-                "dim": int(feats["db"].shape[1]),
-                "images": n_images,
-                "seconds": seconds,
-                "images_per_s": n_images / seconds,
-                "nonzero_fraction": float(np.mean(feats["db"][:1000] != 0)),
-            }
-        )
-        log(f"features k_ci={k_ci}: D = {feats['db'].shape[1]}, {n_images / seconds:.0f} img/s")
-        queries = {name: feats[name] for name in images if name != "db"}
-        for row in _hash_rows(
-            "biohash",
-            feats["db"],
-            queries,
-            proto,
-            cfg | {"ks": todo},
-            rule,
-            args.seed,
-            {"method": "bioconvhash", "k_ci": k_ci},
-            log,
-            mesh,
-        ):
-            rows.append(row)
-            save(complete=False)  # a long run keeps every finished row
-        del feats
-
-    # 3. BioHash on pixels, same protocol (the comparison of Tables 2 and 6)
-    todo = _todo(rows, cfg["ks"], "biohash", None)
-    if cfg["baseline"] and todo:
-        queries = {"clean": proto.xq}
+        pooled = ds.pooled().x
+        images = {"db": pooled[proto.database], "clean": pooled[proto.queries]}
         if cfg["shadows"]:
-            queries["shadows"] = splits.features(images["shadows"])
-        for row in _hash_rows(
-            "biohash",
-            proto.xb,
-            queries,
-            proto,
-            cfg | {"ks": todo},
-            rule,
-            args.seed,
-            {"method": "biohash"},
-            log,
-            mesh,
-        ):
-            rows.append(row)
-            save(complete=False)
-    seconds = save(complete=True)
-    log(f"wrote {out}.json and {out}.md ({seconds:.0f} s)")
-    return 0
+            images["shadows"] = perturb.shadow(images["clean"])
+        mesh = biohash.data_mesh(args.devices) if args.devices else None
+        log(f"{ds.spec}: {proto.name}, R = {proto.R or 'All'}")
+        rule = biohash.RuleConfig(max_epochs=cfg["max_epochs"])
+        conv = bioconv.ConvConfig(**cfg["conv"])
+        run_config = cfg | {
+            "experiment": args.experiment,
+            "quick": args.quick,
+            "tie": "exact",
+            "normaliser": "retrieved",
+            "rule": rule._asdict(),
+        }
+        # a rerun of the same command keeps the finished rows and adds the missing ones
+        previous = results.previous_run(out, run_config, args.seed)
+        done = previous["metrics"] if previous else {"rows": [], "features": []}
+        rows, info = list(done["rows"]), {"filters": [], "features": list(done["features"])}
+        before = previous["wall_time_s"] if previous else 0.0
+        if rows:
+            log(f"resuming: {len(rows)} rows already in {out}.json")
+
+        def save(complete: bool) -> float:
+            seconds = before + time.perf_counter() - start
+            record = results.record(
+                config=run_config,
+                seed=args.seed,
+                metrics={"rows": rows, "protocol": proto.name} | info,
+                wall_time_s=seconds,
+                dataset={"spec": ds.spec, "checksum": ds.checksum},
+            )
+            results.write_run(
+                out, record, report(args, cfg, proto, rows, info, seconds), complete=complete
+            )
+            return seconds
+
+        # 1. filters: one bank per kernel size, learned once on unit-normalised patches
+        banks = []
+        for kernel in conv.kernels:
+            t = time.perf_counter()
+            res = bioconv.learn_filters(
+                jax.random.fold_in(jax.random.key(args.seed), kernel),
+                images["db"],
+                kernel,
+                conv,
+                rule,
+                mesh=mesh,
+                progress=True,
+            )
+            banks.append(np.asarray(res.w))
+            info["filters"].append(
+                {
+                    "kernel": kernel,
+                    "filters": conv.filters,
+                    "patches": conv.patches,
+                    "epochs": res.epochs,
+                    "mean_norm": res.mean_norm,
+                    "seconds": time.perf_counter() - t,
+                }
+            )
+            log(f"filters K={kernel}: {res.epochs} epochs, mean norm {res.mean_norm:.3f}")
+            channels = images["db"].shape[-1]
+            fig = plots.filter_grid(
+                res.w[:100],
+                kernel,
+                channels,
+                title=f"BioConvHash filters, K = {kernel} (first 100)",
+            )
+            files.atomic_write(
+                f"{out}_filters_K{kernel}.png",
+                lambda f, fig=fig: fig.savefig(f, format="png", dpi=100),
+            )
+
+        files.atomic_write(
+            f"{out}_filters.npz",
+            lambda f: np.savez(f, **{f"K{k}": w for k, w in zip(conv.kernels, banks, strict=True)}),
+        )
+
+        # 2. features per k_CI, then a BioHash layer per k
+        for k_ci in cfg["k_cis"]:
+            todo = _todo(rows, cfg["ks"], "bioconvhash", k_ci)
+            if not todo:
+                continue
+            c = conv._replace(k_ci=k_ci)
+            t = time.perf_counter()
+            feats = {
+                name: bioconv.feature_map(banks, x, c, mesh=mesh, progress=True)
+                for name, x in images.items()
+            }
+            seconds = time.perf_counter() - t
+            n_images = sum(len(x) for x in images.values())
+            info["features"] = [f for f in info["features"] if f["k_ci"] != k_ci]
+            info["features"].append(
+                {
+                    "k_ci": k_ci,
+                    "dim": int(feats["db"].shape[1]),
+                    "images": n_images,
+                    "seconds": seconds,
+                    "images_per_s": n_images / seconds,
+                    "nonzero_fraction": float(np.mean(feats["db"][:1000] != 0)),
+                }
+            )
+            log(f"features k_ci={k_ci}: D = {feats['db'].shape[1]}, {n_images / seconds:.0f} img/s")
+            queries = {name: feats[name] for name in images if name != "db"}
+            for row in _hash_rows(
+                "biohash",
+                feats["db"],
+                queries,
+                proto,
+                cfg | {"ks": todo},
+                rule,
+                args.seed,
+                {"method": "bioconvhash", "k_ci": k_ci},
+                log,
+                mesh,
+            ):
+                rows.append(row)
+                save(complete=False)  # a long run keeps every finished row
+            del feats
+
+        # 3. BioHash on pixels, same protocol (the comparison of Tables 2 and 6)
+        todo = _todo(rows, cfg["ks"], "biohash", None)
+        if cfg["baseline"] and todo:
+            queries = {"clean": proto.xq}
+            if cfg["shadows"]:
+                queries["shadows"] = splits.features(images["shadows"])
+            for row in _hash_rows(
+                "biohash",
+                proto.xb,
+                queries,
+                proto,
+                cfg | {"ks": todo},
+                rule,
+                args.seed,
+                {"method": "biohash"},
+                log,
+                mesh,
+            ):
+                rows.append(row)
+                save(complete=False)
+        seconds = save(complete=True)
+        log(f"wrote {out}.json and {out}.md ({seconds:.0f} s)")
+        return 0
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"the rows finished so far are in {out}.json; rerun the same command to resume"
+        ) from None
 
 
 def _todo(rows: list[dict], ks, method: str, k_ci: int | None) -> tuple[int, ...]:
@@ -354,4 +366,4 @@ def report(args, cfg, proto, rows, info, seconds) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("experiments/bioconvhash.py", main))

@@ -19,6 +19,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from configs.biohash import get_config  # noqa: E402
 
 from hebbret import biohash, compare, data, files, hashing, plots, published, results, splits  # noqa: E402
+from hebbret.errors import run_command  # noqa: E402
 
 
 def build_protocol(ds: data.Dataset, cfg: dict, seed: int) -> splits.Protocol:
@@ -63,72 +64,83 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = get_config(args.experiment, quick=args.quick)
     cfg["dataset"] = args.dataset or cfg["dataset"]
-    if args.max_epochs:
+    if args.max_epochs is not None:
         cfg["max_epochs"] = args.max_epochs
     if args.methods:
         cfg["methods"] = tuple(m.strip() for m in args.methods.split(","))
     if args.ks:
         cfg["ks"] = tuple(int(k) for k in args.ks.split(","))
     out = args.out or f"results/biohash_{args.experiment}{'_quick' if args.quick else ''}"
-    start = time.perf_counter()
-    ds = data.load(cfg["dataset"])
-    proto = build_protocol(ds, cfg, args.seed)
-    print(f"{ds.spec}: {proto.name}, R = {proto.R or 'All'}", flush=True)
-    rule = biohash.RuleConfig(max_epochs=cfg["max_epochs"], init_norm=args.init_norm)
-    for field in ("eps0", "norm_target"):
-        if getattr(args, field) is not None:
-            rule = rule._replace(**{field: getattr(args, field)})
-    paper = getattr(published, cfg["paper"]) if cfg["paper"] else None
+    for suffix in (".json", ".md", ".png"):
+        files.check_writable(f"{out}{suffix}")
+    rows: list[dict] = []
+    try:
+        start = time.perf_counter()
+        ds = data.load(cfg["dataset"])
+        proto = build_protocol(ds, cfg, args.seed)
+        print(f"{ds.spec}: {proto.name}, R = {proto.R or 'All'}", flush=True)
+        rule = biohash.RuleConfig(max_epochs=cfg["max_epochs"], init_norm=args.init_norm)
+        for field in ("eps0", "norm_target"):
+            if getattr(args, field) is not None:
+                rule = rule._replace(**{field: getattr(args, field)})
+        paper = getattr(published, cfg["paper"]) if cfg["paper"] else None
 
-    def save(rows: list[dict], complete: bool) -> float:
-        """Write the record and table so far (after every method: a long run keeps its rows)."""
-        seconds = time.perf_counter() - start
-        record = results.record(
-            config=cfg
-            | {
-                "experiment": args.experiment,
-                "quick": args.quick,
-                "tie": "exact",
-                "normaliser": "retrieved",
-                "rule": rule._asdict(),
-            },
-            seed=args.seed,
-            metrics={"rows": rows, "protocol": proto.name},
-            wall_time_s=seconds,
-            dataset={"spec": ds.spec, "checksum": ds.checksum},
-        )
-        text = report(args, cfg, proto, rows, paper, seconds)
-        results.write_run(out, record, text, complete=complete)
-        if cfg["activities"] and complete:
-            fig = plots.sweep(
-                [100 * r["activity"] for r in rows],
-                [r["map"] for r in rows],
-                xlabel="activity k / m (%)",
-                ylabel=f"mAP@{proto.R or 'All'} (%), validation",
-                logx=True,
-                title=f"BioHash activity sweep, k = {rows[0]['k']}",
+        def save(rows: list[dict], complete: bool) -> float:
+            """Write the record and table so far (after every method: a long run keeps its rows)."""
+            seconds = time.perf_counter() - start
+            record = results.record(
+                config=cfg
+                | {
+                    "experiment": args.experiment,
+                    "quick": args.quick,
+                    "tie": "exact",
+                    "normaliser": "retrieved",
+                    "rule": rule._asdict(),
+                },
+                seed=args.seed,
+                metrics={"rows": rows, "protocol": proto.name},
+                wall_time_s=seconds,
+                dataset={"spec": ds.spec, "checksum": ds.checksum},
             )
-            files.atomic_write(f"{out}.png", lambda f: fig.savefig(f, format="png", dpi=120))
-        return seconds
+            text = report(args, cfg, proto, rows, paper, seconds)
+            results.write_run(out, record, text, complete=complete)
+            if cfg["activities"] and complete:
+                fig = plots.sweep(
+                    [100 * r["activity"] for r in rows],
+                    [r["map"] for r in rows],
+                    xlabel="activity k / m (%)",
+                    ylabel=f"mAP@{proto.R or 'All'} (%), validation",
+                    logx=True,
+                    title=f"BioHash activity sweep, k = {rows[0]['k']}",
+                )
+                files.atomic_write(f"{out}.png", lambda f: fig.savefig(f, format="png", dpi=120))
+            return seconds
 
-    rows = []
-    for activity in cfg["activities"] or (cfg["activity"],):
-        hcfg = hashing.HashConfig(k=1, activity=activity, rule=rule, seed=args.seed)
-        for method in cfg["methods"]:
-            max_k = cfg.get("max_k", {}).get(method, max(cfg["ks"]))
-            for row in compare.run(
+        grid = []  # (activity, method, ks), every cell checked before the first fit
+        for activity in cfg["activities"] or (cfg["activity"],):
+            hcfg = hashing.HashConfig(k=1, activity=activity, rule=rule, seed=args.seed)
+            for method in cfg["methods"]:
+                max_k = cfg.get("max_k", {}).get(method, max(cfg["ks"]))
+                ks = [k for k in cfg["ks"] if k <= max_k]
+                compare.check([method], ks, hcfg, proto.xb.shape)
+                grid.append((hcfg, method, ks))
+        for hcfg, method, ks in grid:
+            for row in compare.iter_rows(
                 proto,
                 methods=(method,),
-                ks=[k for k in cfg["ks"] if k <= max_k],
+                ks=ks,
                 config=hcfg,
                 progress=True,
                 log=lambda line: print(line, flush=True),
             ):
-                rows.append(row | {"activity": activity})
-            save(rows, complete=False)
-    seconds = save(rows, complete=True)
-    print(f"wrote {out}.json and {out}.md ({seconds:.0f} s)")
-    return 0
+                rows.append(row | {"activity": hcfg.activity})
+                save(rows, complete=False)
+        seconds = save(rows, complete=True)
+        print(f"wrote {out}.json and {out}.md ({seconds:.0f} s)")
+        return 0
+    except KeyboardInterrupt:
+        kept = f"the {len(rows)} finished rows are in {out}.json (marked partial)"
+        raise KeyboardInterrupt(kept if rows else "no row had finished") from None
 
 
 def report(args, cfg, proto, rows, paper, seconds) -> str:
@@ -188,4 +200,4 @@ def report(args, cfg, proto, rows, paper, seconds) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("experiments/biohash.py", main))

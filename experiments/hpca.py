@@ -31,6 +31,7 @@ from hebbret import (  # noqa: E402
     checkpoints,
     convnet,
     data,
+    files,
     finetune,
     hpca,
     layerwise,
@@ -39,6 +40,7 @@ from hebbret import (  # noqa: E402
     splits,
     vae,
 )
+from hebbret.errors import InputError, run_command  # noqa: E402
 
 NAMES = {"none": "None", "vae": "beta-VAE", "hpca": "HPCA"}
 
@@ -71,111 +73,121 @@ def main(argv: list[str] | None = None) -> int:
             cfg[name] = _ints(getattr(args, name))
     if args.methods:
         cfg["methods"] = tuple(args.methods.split(","))
-    if args.hebbian_epochs:
+    if args.hebbian_epochs is not None:
         cfg["hebbian"] = cfg["hebbian"] | {"epochs": args.hebbian_epochs}
     unknown = set(cfg["methods"]) - set(NAMES)
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}: expected some of {sorted(NAMES)}")
     out = args.out or f"results/hpca_{args.experiment}{'_quick' if args.quick else ''}"
     ckpt_root = pathlib.Path(args.checkpoints or f"checkpoints/{pathlib.Path(out).name}")
+    for path in (f"{out}.json", f"{out}.md", ckpt_root / "step"):
+        files.check_writable(path)
     log = lambda line: print(line, flush=True)  # noqa: E731
-    start = time.perf_counter()
+    try:
+        start = time.perf_counter()
 
-    ds = data.load(cfg["dataset"])
-    if "train" not in ds.splits or "test" not in ds.splits:
-        raise SystemExit(f"{ds.spec} needs train and test splits, has {sorted(ds.splits)}")
-    train, test = ds.splits["train"], ds.splits["test"]
-    mesh = biohash.data_mesh(args.devices) if args.devices else None
-    ft_cfg = finetune.FinetuneConfig(**cfg["finetune"])
-    previous = results.previous_run(out, cfg)
-    rows = list(previous["metrics"]["rows"]) if previous else []
-    if rows:
-        log(f"resuming: {len(rows)} rows already in {out}.json")
-    timing: dict[str, list[float]] = {"hebbian_epoch_s": [], "vae_epoch_s": []}
+        ds = data.load(cfg["dataset"])
+        if "train" not in ds.splits or "test" not in ds.splits:
+            raise InputError(f"{ds.spec} needs train and test splits, has {sorted(ds.splits)}")
+        train, test = ds.splits["train"], ds.splits["test"]
+        mesh = biohash.data_mesh(args.devices) if args.devices else None
+        ft_cfg = finetune.FinetuneConfig(**cfg["finetune"])
+        previous = results.previous_run(out, cfg)
+        rows = list(previous["metrics"]["rows"]) if previous else []
+        if rows:
+            log(f"resuming: {len(rows)} rows already in {out}.json")
+        timing: dict[str, list[float]] = {"hebbian_epoch_s": [], "vae_epoch_s": []}
 
-    def save(complete: bool) -> float:
-        seconds = time.perf_counter() - start
-        record = results.record(
-            config=cfg | {"experiment": args.experiment, "quick": args.quick},
-            seed=list(cfg["seeds"]),
-            metrics={"rows": rows, "summary": summarise(rows, cfg), "timing": timing},
-            wall_time_s=seconds,
-            dataset={"spec": ds.spec, "checksum": ds.checksum},
-        )
-        results.write_run(out, record, report(args, cfg, rows, timing, seconds), complete=complete)
-        return seconds
-
-    for seed in cfg["seeds"]:
-        split = splits.labelled_split(len(train.x), 1.0, seed, cfg["num_validation"])
-        rng = np.random.default_rng(seed)
-        mean, std = convnet.channel_stats(train.x[split.train])
-        db = split.train[: cfg["database"]]
-        val = split.validation[: cfg["val_queries"]]
-        q = np.sort(rng.permutation(len(test.x))[: cfg["queries"]])
-        database, val_set = (train.x[db], train.y[db]), (train.x[val], train.y[val])
-        queries = (test.x[q], test.y[q])
-        key = jax.random.key(seed)
-        pretrained: dict[str, dict | None] = {"none": None}
-        for method in cfg["methods"]:
-            if method == "none" or not _todo(rows, cfg, seed, method):
-                continue
-            t = time.perf_counter()
-            images = train.x[split.train]
-            folder = ckpt_root / f"seed{seed}" / (_hpca_dir(cfg) if method == "hpca" else "vae")
-            restored = checkpoints.latest_step(folder) or 0
-            if method == "hpca":
-                hcfg = hpca.HebbianConfig(**cfg["hebbian"])
-                pretrained[method] = hpca.pretrain(
-                    jax.random.fold_in(key, 1), images, mean, std, hcfg,
-                    num_classes=ds.num_classes, mesh=mesh, checkpoint_dir=folder,
-                    keep_variance=cfg["hpca_keep_variance"],
-                )  # fmt: skip
-                epochs = hcfg.epochs
-            else:
-                vcfg = vae.VAEConfig(**cfg["vae"])
-                pretrained[method], _ = vae.pretrain_vae(
-                    jax.random.fold_in(key, 2), images, mean, std, vcfg, checkpoint_dir=folder
-                )
-                epochs = vcfg.epochs
-            seconds = time.perf_counter() - t
-            restored = min(restored, epochs)
-            ran = epochs - restored
-            timing.setdefault(f"{method}_total_s", []).append(seconds)
-            timing.setdefault(f"{method}_epochs_restored", []).append(restored)
-            if ran:  # per-epoch time of the epochs computed here, not of restored ones
-                per_epoch = "hebbian_epoch_s" if method == "hpca" else "vae_epoch_s"
-                timing[per_epoch].append(seconds / ran)
-            log(
-                f"seed {seed}: {NAMES[method]} pre-training done ({seconds:.0f} s; "
-                f"{ran} epochs run, {restored} restored from {folder})"
+        def save(complete: bool) -> float:
+            seconds = time.perf_counter() - start
+            record = results.record(
+                config=cfg | {"experiment": args.experiment, "quick": args.quick},
+                seed=list(cfg["seeds"]),
+                metrics={"rows": rows, "summary": summarise(rows, cfg), "timing": timing},
+                wall_time_s=seconds,
+                dataset={"spec": ds.spec, "checksum": ds.checksum},
             )
-        for regime in cfg["regimes"]:
-            n_lab = max(1, round(regime / 100 * len(split.train)))
-            lab = split.train[:n_lab]
+            results.write_run(
+                out, record, report(args, cfg, rows, timing, seconds), complete=complete
+            )
+            return seconds
+
+        for seed in cfg["seeds"]:
+            split = splits.labelled_split(len(train.x), 1.0, seed, cfg["num_validation"])
+            rng = np.random.default_rng(seed)
+            mean, std = convnet.channel_stats(train.x[split.train])
+            db = split.train[: cfg["database"]]
+            val = split.validation[: cfg["val_queries"]]
+            q = np.sort(rng.permutation(len(test.x))[: cfg["queries"]])
+            database, val_set = (train.x[db], train.y[db]), (train.x[val], train.y[val])
+            queries = (test.x[q], test.y[q])
+            key = jax.random.key(seed)
+            pretrained: dict[str, dict | None] = {"none": None}
             for method in cfg["methods"]:
-                for layer in cfg["layers"]:
-                    if _done(rows, seed, regime, method, layer):
-                        continue
-                    t = time.perf_counter()
-                    row = layerwise.evaluate_layer(
-                        jax.random.fold_in(key, 1000 * regime + layer),
-                        layer, pretrained[method], (train.x[lab], train.y[lab]), val_set,
-                        database, queries, mean, std, ft_cfg,
-                        num_classes=ds.num_classes, nystroem_components=cfg["nystroem"],
-                        keep_variance=method == "hpca" and cfg["hpca_keep_variance"], seed=seed,
+                if method == "none" or not _todo(rows, cfg, seed, method):
+                    continue
+                t = time.perf_counter()
+                images = train.x[split.train]
+                folder = ckpt_root / f"seed{seed}" / (_hpca_dir(cfg) if method == "hpca" else "vae")
+                restored = checkpoints.latest_step(folder) or 0
+                if method == "hpca":
+                    hcfg = hpca.HebbianConfig(**cfg["hebbian"])
+                    pretrained[method] = hpca.pretrain(
+                        jax.random.fold_in(key, 1), images, mean, std, hcfg,
+                        num_classes=ds.num_classes, mesh=mesh, checkpoint_dir=folder,
+                        keep_variance=cfg["hpca_keep_variance"],
                     )  # fmt: skip
-                    ids = {"seed": seed, "regime": regime, "labelled": n_lab, "method": method}
-                    row = ids | row | {"seconds": time.perf_counter() - t}
-                    rows.append(row)
-                    log(
-                        f"seed {seed} {regime:>3} % ({n_lab} labels) {NAMES[method]:<8} layer "
-                        f"{layer}: mAP {row['map']:.2f} (Nystroem {row.get('map_nystroem', 0):.2f})"
-                        f", val mAP {row['val_map']:.2f}, val acc {row['val_accuracy']:.1f} %"
+                    epochs = hcfg.epochs
+                else:
+                    vcfg = vae.VAEConfig(**cfg["vae"])
+                    pretrained[method], _ = vae.pretrain_vae(
+                        jax.random.fold_in(key, 2), images, mean, std, vcfg, checkpoint_dir=folder
                     )
-                    save(complete=False)
-    seconds = save(complete=True)
-    log(f"wrote {out}.json and {out}.md ({seconds / 60:.1f} min)")
-    return 0
+                    epochs = vcfg.epochs
+                seconds = time.perf_counter() - t
+                restored = min(restored, epochs)
+                ran = epochs - restored
+                timing.setdefault(f"{method}_total_s", []).append(seconds)
+                timing.setdefault(f"{method}_epochs_restored", []).append(restored)
+                if ran:  # per-epoch time of the epochs computed here, not of restored ones
+                    per_epoch = "hebbian_epoch_s" if method == "hpca" else "vae_epoch_s"
+                    timing[per_epoch].append(seconds / ran)
+                log(
+                    f"seed {seed}: {NAMES[method]} pre-training done ({seconds:.0f} s; "
+                    f"{ran} epochs run, {restored} restored from {folder})"
+                )
+            for regime in cfg["regimes"]:
+                n_lab = max(1, round(regime / 100 * len(split.train)))
+                lab = split.train[:n_lab]
+                for method in cfg["methods"]:
+                    for layer in cfg["layers"]:
+                        if _done(rows, seed, regime, method, layer):
+                            continue
+                        t = time.perf_counter()
+                        row = layerwise.evaluate_layer(
+                            jax.random.fold_in(key, 1000 * regime + layer),
+                            layer, pretrained[method], (train.x[lab], train.y[lab]), val_set,
+                            database, queries, mean, std, ft_cfg,
+                            num_classes=ds.num_classes, nystroem_components=cfg["nystroem"],
+                            keep_variance=method == "hpca" and cfg["hpca_keep_variance"], seed=seed,
+                        )  # fmt: skip
+                        ids = {"seed": seed, "regime": regime, "labelled": n_lab, "method": method}
+                        row = ids | row | {"seconds": time.perf_counter() - t}
+                        rows.append(row)
+                        log(
+                            f"seed {seed} {regime:>3} % ({n_lab} labels) {NAMES[method]:<8} "
+                            f"layer {layer}: mAP {row['map']:.2f} "
+                            f"(Nystroem {row.get('map_nystroem', 0):.2f})"
+                            f", val mAP {row['val_map']:.2f}, val acc {row['val_accuracy']:.1f} %"
+                        )
+                        save(complete=False)
+        seconds = save(complete=True)
+        log(f"wrote {out}.json and {out}.md ({seconds / 60:.1f} min)")
+        return 0
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"the rows finished so far are in {out}.json; rerun the same command to resume"
+        ) from None
 
 
 def _hpca_dir(cfg: dict) -> str:
@@ -314,4 +326,4 @@ def report(args, cfg: dict, rows: list[dict], timing: dict, seconds: float) -> s
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("experiments/hpca.py", main))

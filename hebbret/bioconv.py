@@ -68,7 +68,7 @@ def pooled_side(side: int, kernel: int, cfg: ConvConfig) -> int:
 
 def feature_dim(image_shape: Sequence[int], cfg: ConvConfig) -> int:
     """D = sum over kernel sizes of H'_K * W'_K * F."""
-    h, w, _ = _check_shape(image_shape, cfg)
+    h, w, _ = check_config(image_shape, cfg)
     return sum(pooled_side(h, k, cfg) * pooled_side(w, k, cfg) * cfg.filters for k in cfg.kernels)
 
 
@@ -224,7 +224,7 @@ def feature_map(
     """
     images = check_images(images)
     h, w, c = images.shape[1:]
-    _check_shape((h, w, c), cfg)
+    check_config((h, w, c), cfg)
     if len(filters) != len(cfg.kernels):
         raise InputError(f"got {len(filters)} filter banks for kernel sizes {cfg.kernels}")
     banks = []
@@ -289,7 +289,8 @@ def check_images(images) -> np.ndarray:
     return images
 
 
-def _check_shape(image_shape: Sequence[int], cfg: ConvConfig) -> tuple[int, int, int]:
+def check_config(image_shape: Sequence[int], cfg: ConvConfig) -> tuple[int, int, int]:
+    """(H, W, C) if the front end ``cfg`` fits images of ``image_shape``; else InputError."""
     if len(image_shape) != 3:
         raise InputError(f"image_shape must be (H, W, C), got {tuple(image_shape)}")
     h, w, c = (int(v) for v in image_shape)

@@ -358,11 +358,7 @@ def train(
       >>> res.epochs, res.mean_norm
     """
     x = _check_data(x)
-    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
-        raise InputError(f"m (number of hidden units) must be an integer >= 1, got {m!r}")
-    _check_rule(cfg, int(m))
-    _check_schedule(cfg)
-    _check_batch(cfg, x.shape[0], mesh)
+    check_training(cfg, m, x.shape[0], mesh=mesh)
     n, d = x.shape
     if init is None:
         w = jax.random.normal(key, (int(m), d), jnp.float32)
@@ -406,6 +402,16 @@ def _progress(total: int, enabled: bool):
 # --------------------------------------------------------------------------------------------
 # Input checks (one-line InputErrors)
 # --------------------------------------------------------------------------------------------
+
+
+def check_training(cfg: RuleConfig, m: int, n: int, *, mesh: Mesh | None = None) -> None:
+    """InputError now if :func:`train` would reject ``m`` units on ``n`` rows with ``cfg``
+    (hyperparameters, schedule, rows vs minibatch, mesh), so callers can fail before any work."""
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+        raise InputError(f"m (number of hidden units) must be an integer >= 1, got {m!r}")
+    _check_rule(cfg, int(m))
+    _check_schedule(cfg)
+    _check_batch(cfg, n, mesh)
 
 
 def _as_pair(w, x) -> tuple[jax.Array, jax.Array]:

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hebbret import bioconv, compare, data, files, hashing, results, retrieval, splits
-from hebbret.errors import InputError
+from hebbret import compare, data, files, hashing, presets, results, retrieval, splits
+from hebbret.errors import InputError, run_command
 
 
 def _positive_ints(text: str) -> tuple[int, ...]:
@@ -167,48 +167,62 @@ def _hash_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-# BioConvHash front ends: the paper's (appendix D) for MNIST and CIFAR-10 (the default for any
-# other dataset); for the 8 x 8 digits, hebbret's own small choice (no paper setting exists; at
-# k = 4 it scores mAP@All 76.3 against BioHash's 69.1 on the digits protocol).
-_CONV = {
-    "mnist": bioconv.ConvConfig(filters=500, kernels=(3, 4), k_ci=10),
-    "digits": bioconv.ConvConfig(
-        filters=64, kernels=(3,), k_ci=4, pool=2, stride=1, patches=50_000
-    ),
+# Each flag of _hash_options -> the HashConfig field it sets (the conv flags set fields of
+# HashConfig.conv, named as the flag except those in _CONV_FIELDS).
+_HASH_FLAGS = {
+    "activity": "activity",
+    "max_epochs": "rule",
+    "filters": "conv",
+    "kernels": "conv",
+    "k_ci": "conv",
+    "pool": "conv",
+    "pool_stride": "conv",
 }
+_CONV_FIELDS = {"pool_stride": "stride"}
 
 
 def _hash_config(
     args: argparse.Namespace,
     spec: str | None,
+    methods: Sequence[str],
     k: int = 1,
     image_shape: tuple[int, ...] | None = None,
 ) -> hashing.HashConfig:
-    name = (spec or "").split(":", 1)[0]
-    activity = args.activity or (0.05 if name in ("digits", "mnist") else 0.005)
-    rule = hashing.HashConfig(k=k).rule
+    """The dataset's preset with every flag the user gave applied; a flag that none of
+    ``methods`` reads is an InputError, never silently dropped."""
+    for flag, field in _HASH_FLAGS.items():
+        if getattr(args, flag, None) is not None and not any(
+            field in hashing.USES[m] for m in methods
+        ):
+            users = [m for m in hashing.HASHERS if field in hashing.USES[m]]
+            raise InputError(
+                f"--{flag.replace('_', '-')} is not used by {', '.join(methods)} "
+                f"(it sets {', '.join(users)})"
+            )
+    cfg = presets.hash_config(spec or "", k=k)
+    rule, conv = cfg.rule, cfg.conv
+    if args.activity is not None:
+        cfg = cfg._replace(activity=args.activity)
     if args.max_epochs is not None:
         rule = rule._replace(max_epochs=args.max_epochs)
-    conv = _CONV.get(name, bioconv.ConvConfig())
-    flags = ("filters", "kernels", "k_ci", "pool", "pool_stride")
-    for flag, field in zip(flags, ("filters", "kernels", "k_ci", "pool", "stride"), strict=True):
-        if getattr(args, flag, None) is not None:
-            conv = conv._replace(**{field: getattr(args, flag)})
+    for flag, field in _HASH_FLAGS.items():
+        if field == "conv" and getattr(args, flag, None) is not None:
+            conv = conv._replace(**{_CONV_FIELDS.get(flag, flag): getattr(args, flag)})
     shape = None if image_shape is None or len(image_shape) != 3 else tuple(image_shape)
-    return hashing.HashConfig(
-        k=k, activity=activity, rule=rule, seed=args.seed, conv=conv, image_shape=shape
-    )
+    return cfg._replace(rule=rule, conv=conv, seed=args.seed, image_shape=shape)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hebbret`` script."""
     args = _parser().parse_args(argv)
-    try:
-        commands = {"data": _data, "eval": _eval, "compare": _compare, "hash": _hash}
-        return commands[args.command](args)
-    except InputError as e:
-        print(f"hebbret: error: {e}", file=sys.stderr)
-        return 2
+    commands = {"data": _data, "eval": _eval, "compare": _compare, "hash": _hash}
+    return run_command("hebbret", lambda: commands[args.command](args))
+
+
+def _check_out(path: str | None) -> None:
+    """Fail on an unusable --out before any work (see :func:`files.check_writable`)."""
+    if path is not None:
+        files.check_writable(path)
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -269,6 +283,7 @@ def _labels(file: str | None, fallback: np.ndarray | None, what: str) -> np.ndar
 
 def _eval(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    _check_out(args.out)
     files = (args.queries, args.database)
     if args.dataset is not None:
         if any(files):
@@ -348,45 +363,63 @@ def _print_table(out: dict, nq: int, n: int) -> None:
 
 def _compare(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    _check_out(args.out)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
         hashing.get(m)  # unknown names fail before any work
     ds = data.load(args.dataset, progress=not args.no_progress)
     proto = splits.default_protocol(ds, seed=args.seed)
-    cfg = _hash_config(args, args.dataset, image_shape=ds.pooled().x.shape[1:])
+    cfg = _hash_config(args, args.dataset, methods, image_shape=ds.pooled().x.shape[1:])
+    compare.check(methods, args.k, cfg, proto.xb.shape)  # the whole grid, before any fit
     print(
         f"{ds.spec}: {len(proto.yq)} queries x {len(proto.yb)} database items, {proto.name}, "
         f"Hamming ranking, exact ties, AP normaliser 'retrieved'"
     )
-    rows = compare.run(
-        proto, methods=methods, ks=args.k, config=cfg, progress=not args.no_progress, log=print
-    )
+    rows, stopped = [], None
+    try:
+        for row in compare.iter_rows(
+            proto, methods=methods, ks=args.k, config=cfg, progress=not args.no_progress, log=print
+        ):
+            rows.append(row)
+    except (InputError, KeyboardInterrupt) as e:
+        stopped = e
     seconds = time.perf_counter() - start
-    print()
-    print(compare.table(rows))
-    print(f"\nmAP@{'All' if proto.R is None else proto.R} in percent; wall time {seconds:.1f} s")
-    if args.out:
+    if rows:
+        print()
+        print(compare.table(rows))
+        print(
+            f"\nmAP@{'All' if proto.R is None else proto.R} in percent; wall time {seconds:.1f} s"
+        )
+    if args.out and (rows or stopped is None):
         config = {
             "methods": methods,
             "ks": list(args.k),
             "protocol": proto.name,
             "hash_config": _jsonable_config(cfg),
         }
+        reason = None if stopped is None else (str(stopped) or "interrupted")
+        metrics = {"rows": rows, "complete": stopped is None, "stopped": reason}
         results.write_json(
             args.out,
             results.record(
                 config=config,
                 seed=args.seed,
-                metrics={"rows": rows},
+                metrics=metrics,
                 wall_time_s=seconds,
                 dataset={"spec": ds.spec, "checksum": ds.checksum},
             ),
         )
-        print(f"wrote {args.out}")
+        if stopped is None:
+            print(f"wrote {args.out}")
+    if isinstance(stopped, KeyboardInterrupt) and args.out and rows:
+        raise KeyboardInterrupt(f"the {len(rows)} finished rows are in {args.out} (partial)")
+    if stopped is not None:
+        raise stopped
     return 0
 
 
 def _hash(args: argparse.Namespace) -> int:
+    _check_out(args.out)
     if args.dataset is not None:
         ds = data.load(args.dataset, progress=not args.no_progress)
         pooled = ds.pooled().x
@@ -396,7 +429,7 @@ def _hash(args: argparse.Namespace) -> int:
         shape = x.shape[1:]  # (n, H, W, C) arrays are images (BioConvHash); rows are kept as is
         if x.ndim == 4:
             x = splits.features(x)
-    cfg = _hash_config(args, args.dataset, k=args.k, image_shape=shape)
+    cfg = _hash_config(args, args.dataset, [args.method], k=args.k, image_shape=shape)
     params = hashing.fit(args.method, x, cfg, progress=not args.no_progress)
     codes = hashing.encode(args.method, params, x)
     arrays = {

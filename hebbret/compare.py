@@ -7,12 +7,13 @@ Colab quickstart, so all three produce the same numbers from the same code.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from hebbret import hashing, retrieval
+from hebbret.errors import InputError
 from hebbret.splits import Protocol
 
 # ``hebbret compare``'s default: BioHash and its paper's baselines (BioConvHash is opt-in: its
@@ -20,7 +21,25 @@ from hebbret.splits import Protocol
 DEFAULT_METHODS = ("lsh", "pcahash", "sh", "itq", "flyhash", "naivebiohash", "biohash")
 
 
-def run(
+def run(proto: Protocol, **kwargs: Any) -> list[dict[str, Any]]:
+    """All the rows of :func:`iter_rows` (same arguments) as a list."""
+    return list(iter_rows(proto, **kwargs))
+
+
+def check(
+    methods: Sequence[str], ks: Sequence[int], config: hashing.HashConfig, shape: tuple[int, ...]
+) -> None:
+    """InputError now if any (method, k) of the grid cannot be fitted on training data of
+    ``shape`` (rows vs minibatch, k vs dimension, settings): see :func:`hashing.check`."""
+    for method in methods:
+        for k in ks:
+            try:
+                hashing.check(method, config._replace(k=int(k)), shape)
+            except InputError as e:
+                raise InputError(f"{method} at k = {k}: {e}") from None
+
+
+def iter_rows(
     proto: Protocol,
     *,
     methods: Sequence[str],
@@ -31,22 +50,25 @@ def run(
     normaliser: str = "retrieved",
     progress: bool = False,
     log=None,
-) -> list[dict[str, Any]]:
-    """One row per (method, k): mAP@R of Hamming ranking with the method's codes.
+) -> Iterator[dict[str, Any]]:
+    """One row per (method, k): mAP@R of Hamming ranking with the method's codes, yielded as
+    each finishes, so a caller keeps the finished rows if a later one fails or is interrupted.
 
     Args:
       proto: queries / database features and labels and R (see ``splits.default_protocol``).
       methods: names in ``hashing.HASHERS``; ks: hash lengths.
       config: shared settings (activity, rule, seed, ...); ``k`` is replaced per row.
       x_train: training features (default: the database, as in the BioHash protocols).
+      tie, normaliser: the retrieval kernel's tie policy and AP normaliser.
       log: optional ``print``-like callable for one line per finished row.
 
-    Returns:
-      rows with method, k, map (percent), fit_s, encode_s, and for BioHash the number of epochs
-      and the final mean weight norm.
+    Yields:
+      rows with method, k, map (percent), fit_s, encode_s, bits, and for the Hebbian methods the
+      epochs run, the final mean weight norm, whether it reached the rule's criterion and that
+      criterion. The whole grid is checked (:func:`check`) before the first fit.
     """
     x_train = proto.xb if x_train is None else x_train
-    rows = []
+    check(methods, ks, config, np.shape(x_train))
     for method in methods:
         for k in ks:
             cfg = config._replace(k=int(k))
@@ -75,21 +97,24 @@ def run(
                 "encode_s": encode_s,
                 "bits": int(cb.bits.shape[1]),
             }
-            row.update(
-                (key, getattr(params, key))
-                for key in ("epochs", "mean_norm")
-                if hasattr(params, key)
-            )
-            rows.append(row)
+            if hasattr(params, "mean_norm"):
+                row |= {
+                    "epochs": int(params.epochs),
+                    "mean_norm": float(params.mean_norm),
+                    "converged": bool(params.mean_norm < cfg.rule.norm_target),
+                    "norm_target": float(cfg.rule.norm_target),
+                }
             if log is not None:
                 log(_row_line(row))
-    return rows
+            yield row
 
 
 def _row_line(row: Mapping[str, Any]) -> str:
     extra = ""
     if "epochs" in row:
         extra = f", {row['epochs']} epochs, mean norm {row['mean_norm']:.3f}"
+        if not row.get("converged", True):
+            extra += f" (not converged: criterion < {row['norm_target']:g})"
     return (
         f"{row['method']:<13} k={row['k']:<3} mAP {row['map']:6.2f}  "
         f"fit {row['fit_s']:.2f} s{extra}"
@@ -103,21 +128,37 @@ def table(
     paper_ks: Sequence[int] = (),
 ) -> str:
     """Markdown table, methods x k, of mAP (percent); with ``paper``, each cell reads
-    ``ours (paper)`` where the paper has a number for that method and k."""
+    ``ours (paper)`` where the paper has a number for that method and k. A Hebbian row whose
+    weights did not reach the rule's convergence criterion is marked † and explained (epochs,
+    final mean norm) under the table."""
     ks = sorted({r["k"] for r in rows})
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    cell = {(r["method"], r["k"]): r["map"] for r in rows}
+    cell = {(r["method"], r["k"]): r for r in rows}
     lines = ["| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
+    notes = []
     for method in methods:
         cells = []
         for k in ks:
-            ours = cell.get((method, k))
-            text = "" if ours is None else f"{ours:.2f}"
+            row = cell.get((method, k))
+            text = "" if row is None else f"{row['map']:.2f}"
+            if row is not None and row.get("converged") is False:
+                text += " †"
+                notes.append(
+                    f"{DISPLAY_NAMES.get(method, method)} k={k}: {row['epochs']} epochs, "
+                    f"mean norm {row['mean_norm']:.3f}"
+                )
             ref = _paper_value(paper, paper_ks, method, k)
             if ref is not None:
                 text += f" ({ref:.2f})"
             cells.append(text)
         lines.append(f"| {DISPLAY_NAMES.get(method, method)} | " + " | ".join(cells) + " |")
+    if notes:
+        target = next(r["norm_target"] for r in rows if r.get("converged") is False)
+        lines.append("")
+        lines.append(
+            f"† not converged (mean weight norm still above the criterion {target:g} when "
+            "training stopped): " + "; ".join(notes)
+        )
     return "\n".join(lines)
 
 

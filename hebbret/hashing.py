@@ -226,14 +226,13 @@ def _features(x: Any) -> np.ndarray:
     return x
 
 
-def _train_features(x: Any, cfg: HashConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Checks training data and k; returns float32 x and its float64 mean (d,)."""
+def _train_features(
+    x: Any, cfg: HashConfig, name: str, mesh: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Checks training data and the method's settings (:func:`check`); returns float32 x and its
+    float64 mean (d,)."""
     x = _features(x)
-    k = cfg.k
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise InputError(f"k must be an integer >= 1, got {k!r}")
-    if x.shape[0] < 2:
-        raise InputError(f"fitting needs at least 2 training rows, got {x.shape[0]}")
+    check(name, cfg, x.shape, mesh=mesh)
     return x, np.mean(x, axis=0, dtype=np.float64)
 
 
@@ -375,7 +374,7 @@ def _sparse_codes(active: np.ndarray, m: int) -> Codes:
 
 def fit_lsh(x: np.ndarray, cfg: HashConfig, **_: Any) -> LSHParams:
     """LSH (SimHash, Charikar 2002): R (k, d) with i.i.d. N(0, 1) entries from ``cfg.seed``."""
-    x, mean = _train_features(x, cfg)
+    x, mean = _train_features(x, cfg, "lsh")
     proj = jax.random.normal(jax.random.key(cfg.seed), (cfg.k, x.shape[1]), jnp.float32)
     return LSHParams(mean, np.asarray(proj))
 
@@ -395,8 +394,7 @@ def encode_lsh(params: LSHParams, x: np.ndarray, *, chunk_size: int | None = Non
 
 def fit_pcahash(x: np.ndarray, cfg: HashConfig, **_: Any) -> PCAHashParams:
     """PCAHash: the top-k principal directions of the centred training data (k <= d)."""
-    x, mean = _train_features(x, cfg)
-    _need_k_at_most_d("pcahash", cfg.k, x.shape[1])
+    x, mean = _train_features(x, cfg, "pcahash")
     comps, variances = _pca(x, mean, cfg.k)
     return PCAHashParams(mean, comps, variances)
 
@@ -421,7 +419,7 @@ def fit_sh(x: np.ndarray, cfg: HashConfig, **_: Any) -> SHParams:
     ``Phi_j(x) = sin(pi/2 + j pi / (mx - mn) (x - mn))`` with eigenvalue ∝ (j / (mx - mn))^2,
     ``j = 1 .. ceil((k + 1) R / max R) - 1`` per dimension; keep the k smallest (the constant mode
     j = 0 excluded; ties keep the reference's order: dimension, then j)."""
-    x, mean = _train_features(x, cfg)
+    x, mean = _train_features(x, cfg, "sh")
     k = int(cfg.k)
     npca = min(k, x.shape[1])
     comps, _ = _pca(x, mean, npca)
@@ -487,10 +485,7 @@ def itq_rotation(v: np.ndarray, r0: np.ndarray, iterations: int) -> tuple[np.nda
 def fit_itq(x: np.ndarray, cfg: HashConfig, **_: Any) -> ITQParams:
     """ITQ (Gong & Lazebnik 2011): PCA to k <= d dims, random orthogonal R (QR of a seeded
     Gaussian), ``cfg.itq_iterations`` alternations of :func:`itq_rotation`."""
-    x, mean = _train_features(x, cfg)
-    _need_k_at_most_d("itq", cfg.k, x.shape[1])
-    if cfg.itq_iterations < 0:
-        raise InputError(f"itq_iterations must be >= 0, got {cfg.itq_iterations}")
+    x, mean = _train_features(x, cfg, "itq")
     comps, _ = _pca(x, mean, cfg.k)
     v = _project(x, mean, comps)
     g = np.asarray(jax.random.normal(jax.random.key(cfg.seed), (cfg.k, cfg.k), jnp.float32))
@@ -516,15 +511,9 @@ def fit_flyhash(x: np.ndarray, cfg: HashConfig, **_: Any) -> FlyHashParams:
     """FlyHash (Dasgupta, Stevens & Navlakha 2017): m = fly_expansion * d Kenyon cells; cell mu
     sums s = max(1, round(fly_sampling d)) distinct random inputs (a binary (m, d) matrix with s
     ones a row). Data-independent apart from the training mean used for centring."""
-    x, mean = _train_features(x, cfg)
+    x, mean = _train_features(x, cfg, "flyhash")
     d = x.shape[1]
-    if cfg.fly_expansion < 1:
-        raise InputError(f"fly_expansion must be >= 1, got {cfg.fly_expansion}")
-    if not 0.0 < cfg.fly_sampling <= 1.0:
-        raise InputError(f"fly_sampling must be in (0, 1], got {cfg.fly_sampling}")
     m = int(cfg.fly_expansion) * d
-    if cfg.k >= m:
-        raise InputError(f"flyhash needs k < m = {m} Kenyon cells, got k = {cfg.k}")
     s = max(1, round(cfg.fly_sampling * d))
     key = jax.random.key(cfg.seed)
     proj = np.zeros((m, d), np.uint8)
@@ -552,7 +541,7 @@ def encode_flyhash(params: FlyHashParams, x: np.ndarray, *, chunk_size: int | No
 
 def biohash_units(cfg: HashConfig) -> int:
     """m = round(k / activity) hidden units for BioHash; InputError unless 0 < a < 1 and k < m."""
-    if not 0.0 < cfg.activity < 1.0:
+    if not (isinstance(cfg.activity, int | float | np.number) and 0.0 < cfg.activity < 1.0):
         raise InputError(f"activity must be in (0, 1), got {cfg.activity}")
     m = round(cfg.k / cfg.activity)
     if cfg.k >= m:
@@ -583,9 +572,8 @@ def fit_biohash(
     """BioHash (Ryali et al. 2020): W (m, d), m = round(k / activity), learned by the
     Krotov-Hopfield rule (eq. 1, ``biohash.train``) on the centred training data, W ~ N(0, 1) from
     ``jax.random.key(cfg.seed)``. The params keep the epochs run and the final mean row norm."""
-    x, mean = _train_features(x, cfg)
-    m = biohash_units(cfg)
-    return _train_rule(x, mean, m, cfg, progress, mesh)
+    x, mean = _train_features(x, cfg, "biohash", mesh)
+    return _train_rule(x, mean, biohash_units(cfg), cfg, progress, mesh)
 
 
 def encode_biohash(params: BioHashParams, x: np.ndarray, *, chunk_size: int | None = None) -> Codes:
@@ -601,7 +589,7 @@ def fit_naivebiohash(
     x: np.ndarray, cfg: HashConfig, *, progress: bool = False, mesh: Any = None
 ) -> BioHashParams:
     """NaiveBioHash (BioHash §3.3): the same rule with m = k units and no sparse expansion."""
-    x, mean = _train_features(x, cfg)
+    x, mean = _train_features(x, cfg, "naivebiohash", mesh)
     return _train_rule(x, mean, int(cfg.k), cfg, progress, mesh)
 
 
@@ -647,9 +635,9 @@ def fit_bioconvhash(
     (normalised currents, cross-channel inhibition, max-pool; :func:`bioconv.feature_map`); then
     a BioHash layer (m = k / activity units) trained on the centred features."""
     images = _images(x, cfg.image_shape)
+    check("bioconvhash", cfg, images.shape, mesh=mesh)  # fails before any filter is learned
     key = jax.random.key(cfg.seed)
     banks, epochs = [], []
-    bioconv.feature_dim(images.shape[1:], cfg.conv)  # fails early on a config that cannot fit
     for kernel in cfg.conv.kernels:
         res = bioconv.learn_filters(
             jax.random.fold_in(key, kernel),
@@ -698,12 +686,84 @@ HASHERS: dict[str, Hasher] = {
     "bioconvhash": Hasher("bioconvhash", True, fit_bioconvhash, encode_bioconvhash),
 }
 
+_PARAMS = {
+    "lsh": LSHParams,
+    "pcahash": PCAHashParams,
+    "sh": SHParams,
+    "itq": ITQParams,
+    "flyhash": FlyHashParams,
+    "naivebiohash": BioHashParams,
+    "biohash": BioHashParams,
+    "bioconvhash": BioConvHashParams,
+}
+
+# The HashConfig fields each method reads (beyond k and seed), so callers can reject settings
+# that a method would silently ignore.
+USES: dict[str, frozenset[str]] = {
+    "lsh": frozenset(),
+    "pcahash": frozenset(),
+    "sh": frozenset(),
+    "itq": frozenset({"itq_iterations"}),
+    "flyhash": frozenset({"fly_expansion", "fly_sampling"}),
+    "naivebiohash": frozenset({"rule"}),
+    "biohash": frozenset({"activity", "rule"}),
+    "bioconvhash": frozenset({"activity", "rule", "conv", "image_shape"}),
+}
+
 
 def get(name: str) -> Hasher:
     """The registered hasher called ``name``; InputError listing the valid names otherwise."""
     if name not in HASHERS:
         raise InputError(f"unknown hasher {name!r}: expected one of {', '.join(HASHERS)}")
     return HASHERS[name]
+
+
+def check(name: str, cfg: HashConfig, shape: tuple[int, ...], *, mesh: Any = None) -> None:
+    """InputError now if ``fit(name, x, cfg)`` would reject training data of ``shape``: (n, d)
+    features, or (n, H, W, C) images / (n, H*W*C) rows with ``cfg.image_shape`` for BioConvHash.
+
+    Checks k, rows vs minibatch, k vs dimension, every setting the method reads (activity, rule,
+    FlyHash expansion, ITQ iterations, the conv front end), without touching any data, so a grid
+    of (method, k) can be validated before its first fit.
+    """
+    get(name)
+    k = cfg.k
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise InputError(f"k must be an integer >= 1, got {k!r}")
+    n = int(shape[0])
+    if n < 2:
+        raise InputError(f"fitting needs at least 2 training rows, got {n}")
+    d = int(np.prod(shape[1:]))
+    if name in ("pcahash", "itq"):
+        _need_k_at_most_d(name, k, d)
+    if name == "itq" and not (_is_int(cfg.itq_iterations) and cfg.itq_iterations >= 0):
+        raise InputError(f"itq_iterations must be an integer >= 0, got {cfg.itq_iterations!r}")
+    if name == "flyhash":
+        if not (_is_int(cfg.fly_expansion) and cfg.fly_expansion >= 1):
+            raise InputError(f"fly_expansion must be an integer >= 1, got {cfg.fly_expansion!r}")
+        if not 0.0 < cfg.fly_sampling <= 1.0:
+            raise InputError(f"fly_sampling must be in (0, 1], got {cfg.fly_sampling}")
+        if k >= cfg.fly_expansion * d:
+            raise InputError(
+                f"flyhash needs k < m = {cfg.fly_expansion * d} Kenyon cells, got k = {k}"
+            )
+    if name == "naivebiohash":
+        biohash.check_training(cfg.rule, int(k), n, mesh=mesh)
+    if name == "biohash":
+        biohash.check_training(cfg.rule, biohash_units(cfg), n, mesh=mesh)
+    if name == "bioconvhash":
+        image_shape = tuple(shape[1:]) if len(shape) == 4 else cfg.image_shape
+        if image_shape is None:
+            raise InputError(
+                "bioconvhash needs images: pass (n, H, W, C) arrays or set HashConfig.image_shape"
+            )
+        dim = bioconv.feature_dim(image_shape, cfg.conv)
+        biohash.check_training(cfg.rule, int(cfg.conv.filters), int(cfg.conv.patches), mesh=mesh)
+        check("biohash", cfg, (n, dim), mesh=mesh)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
 
 
 def fit(
@@ -714,5 +774,15 @@ def fit(
 
 
 def encode(name: str, params: Any, x: np.ndarray, *, chunk_size: int | None = None) -> Codes:
-    """``get(name).encode(params, x)``: x (n, d) -> :class:`Codes`."""
-    return get(name).encode(params, x, chunk_size=chunk_size)
+    """``get(name).encode(params, x)``: x (n, d) -> :class:`Codes`. InputError if ``params``
+    were not fitted by method ``name``."""
+    hasher = get(name)
+    if not isinstance(params, _PARAMS[name]) or (
+        isinstance(params, BioHashParams) and (params.k == params.w.shape[0]) != (not hasher.sparse)
+    ):
+        fitted = next((m for m, t in _PARAMS.items() if isinstance(params, t) and m != name), None)
+        if isinstance(params, BioHashParams):
+            fitted = "naivebiohash" if params.k == params.w.shape[0] else "biohash"
+        origin = f"params of {fitted!r}" if fitted else f"a {type(params).__name__}"
+        raise InputError(f"encode({name!r}, ...) got {origin}, not the params of {name!r}")
+    return hasher.encode(params, x, chunk_size=chunk_size)
