@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hebbret import compare, data, files, hashing, presets, results, retrieval, splits
-from hebbret.errors import InputError, run_command
+from hebbret.errors import InputError, check_seed, run_command
 
 
 def _positive_ints(text: str) -> tuple[int, ...]:
@@ -35,6 +35,15 @@ def _positive_ints(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
+
+
+def _seed(text: str) -> int:
+    try:
+        return check_seed(int(text))
+    except (ValueError, InputError):
+        raise argparse.ArgumentTypeError(
+            f"expected an integer in [0, 2**63), got {text!r}"
+        ) from None
 
 
 def _depth(text: str) -> int | str:
@@ -103,9 +112,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N,N",
         help="ranks for precision@N / recall@N (default 10,100 clipped to R)",
     )
-    p.add_argument("--seed", type=int, default=0, help="protocol split and tie seed")
+    p.add_argument("--seed", type=_seed, default=0, help="protocol split and tie seed")
     p.add_argument("--devices", type=int, default=1, help="shard the database over this many")
     p.add_argument("--out", metavar="FILE.json", help="write the metrics as JSON")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = sub.add_parser(
         "compare",
@@ -163,7 +173,7 @@ def _hash_options(p: argparse.ArgumentParser) -> None:
     conv.add_argument("--k-ci", type=int, help="channels kept by inhibition (CIFAR 1)")
     conv.add_argument("--pool", type=int, help="max-pool kernel (paper 7)")
     conv.add_argument("--pool-stride", type=int, help="max-pool stride (paper 2)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -288,7 +298,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.dataset is not None:
         if any(files):
             raise InputError("give either --dataset or --queries/--database, not both")
-        ds = data.load(args.dataset)
+        ds = data.load(args.dataset, progress=not args.no_progress)
         proto = splits.default_protocol(ds, seed=args.seed)
         xq, yq, xb, yb, default_r = proto.xq, proto.yq, proto.xb, proto.yb, proto.R
         source = {"spec": ds.spec, "checksum": ds.checksum, "protocol": proto.name}
@@ -317,7 +327,7 @@ def _eval(args: argparse.Namespace) -> int:
         at=at,
         seed=args.seed,
         mesh=mesh,
-        progress=True,
+        progress=not args.no_progress,
     )
     seconds = time.perf_counter() - start
     _print_table(out, len(xq), n)
@@ -365,6 +375,8 @@ def _compare(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     _check_out(args.out)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise InputError(f"--methods is empty: expected some of {', '.join(hashing.HASHERS)}")
     for m in methods:
         hashing.get(m)  # unknown names fail before any work
     ds = data.load(args.dataset, progress=not args.no_progress)

@@ -10,16 +10,26 @@ Specs:
   followed wherever they lead, out of ``PATH`` too (the folder is the user's own, and a tree of
   links is a common way to make splits without copying); a broken link, or a folder link that
   loops back to a folder above it, is an error.
-- ``archive:PATH.tar.gz`` (``.tgz``, ``.tar``): the same layout inside a tar archive, read as a
-  stream and never extracted. Only regular files count (links are ignored); members whose
-  normalised name leaves the archive root (absolute, or a leading ``..``) are skipped with a
-  warning that names them (when the archive is decoded, not on cache hits), so they can neither
-  add images nor break the layout.
+- ``archive:PATH.tar.gz`` (``.tgz``, ``.tar``, ``.tar.bz2``, ``.tar.xz``): the same layout inside
+  a tar archive, read as a stream and never extracted. A damaged archive (a failed checksum of
+  the compression, a damaged member header, an archive cut short) is an error, never a smaller
+  dataset. Only regular files count (links are ignored); members whose normalised name leaves
+  the archive root (absolute, or a leading ``..``) are skipped with a warning that names them
+  (when the archive is decoded, not on cache hits), so they can neither add images nor break the
+  layout.
 - ``npz:PATH``: arrays ``x``/``y`` (split ``all``) or ``x_<split>``/``y_<split>`` pairs, optional
-  ``class_names``; ``x`` holds images ``(n, h, w[, c])`` uint8 or features ``(n, d)``.
+  ``class_names``; ``x`` holds images ``(n, h, w[, c])`` uint8 or features ``(n, d)``, ``y``
+  integer labels in ``[0, 2**31)``. With ``class_names``, the labels index into it; without,
+  the distinct labels in increasing order become the classes, named by their values (labels
+  ``0, 5, 9`` give the classes ``"0"``, ``"5"``, ``"9"``, with ids 0, 1, 2; labels that are
+  already ``0..C-1`` keep their ids).
 
 Folders and archives skip hidden files and folders (a name starting with ``.``: ``.DS_Store``,
 ``._x.jpg``) silently.
+
+Images of folders and archives are decoded by Pillow; 16-bit greyscale ones are scaled to 8 bits
+(``round(v / 257)``), 32-bit integer or float ones (of unknown range) are an error, and so is an
+image of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels.
 
 Decoded images of tfds, folder and archive sources are cached in :func:`cache_dir` as
 ``<key>.npz``, keyed by a checksum of the source, so a second load takes about a second. Images
@@ -27,19 +37,23 @@ are uint8 ``(n, h, w, c)``: greyscale (``c = 1``) when every image of a folder o
 greyscale, else RGB. Splits are ordered train, validation, val, test, then the others by name.
 """
 
+import bz2
 import dataclasses
+import gzip
 import hashlib
 import io
 import logging
+import lzma
 import os
 import pathlib
 import posixpath
+import re
 import tarfile
 import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -54,8 +68,9 @@ _TFDS_NAMES = ("mnist", "cifar10", "cifar100")
 _TFDS_SPLITS = ("train", "test")
 _TFDS_BATCH = 1024
 _SPLIT_ORDER = ("train", "validation", "val", "test")
-_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
-_CACHE_FORMAT = "hebbret-dataset-cache-v1"  # change when decoding or the cache layout changes
+_GREY_MODES = frozenset({"1", "L", "LA"})  # 8-bit greyscale; wider ones: see _decode_image
+_16_BIT_I_FORMATS = frozenset({"PNG", "PPM"})  # whose PIL mode "I" holds samples of 16 bits
+_CACHE_FORMAT = "hebbret-dataset-cache-v2"  # change when decoding or the cache layout changes
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -146,6 +161,17 @@ def summary(ds: Dataset) -> dict[str, Any]:
     }
 
 
+def _quote(path: str | os.PathLike) -> str:
+    """A user's path for a message: quoted and escaped as repr() does, so it stays one line."""
+    return repr(os.fspath(path))
+
+
+def _printable(text: object) -> str:
+    """``str(text)`` with its unprintable characters (newlines, tabs, other control characters)
+    escaped as repr() does, for an unquoted part of a message (a spec, an exception's text)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def _resolve_cache_dir(override: str | os.PathLike | None) -> pathlib.Path:
     return pathlib.Path(override).expanduser() if override is not None else cache_dir()
 
@@ -228,7 +254,10 @@ def _write_cache(path: pathlib.Path, splits: dict[str, Split], class_names: Sequ
     try:
         atomic_write(path, lambda f: np.savez(f, **arrays))
     except OSError as e:
-        warnings.warn(f"cannot write the dataset cache {path}: {e}", stacklevel=5)
+        warnings.warn(
+            f"cannot write the dataset cache {_quote(path)}: {_printable(e.strerror or e)}",
+            stacklevel=5,
+        )
 
 
 # -- tfds --------------------------------------------------------------------------------------
@@ -249,9 +278,9 @@ def _tfds(spec: str, name: str, cache: pathlib.Path, progress: bool) -> Dataset:
         absl_logger.setLevel(level)
     if not prepared:
         raise InputError(
-            f"tfds dataset {name!r} is not prepared in {data_dir} and hebbret does not download; "
-            f"run `tfds build {name} --file_format=array_record` where there is network, or use "
-            f"archive:/path/to/{name}-jpeg.tar.gz / folder:PATH"
+            f"tfds dataset {name!r} is not prepared in {_quote(data_dir)} and hebbret does not "
+            f"download; run `tfds build {name} --file_format=array_record` where there is "
+            f"network, or use archive:/path/to/{name}-jpeg.tar.gz / folder:PATH"
         )
 
     def decode() -> _Decoded:
@@ -261,7 +290,7 @@ def _tfds(spec: str, name: str, cache: pathlib.Path, progress: bool) -> Dataset:
             )
         except NotImplementedError as e:
             raise InputError(
-                f"tfds dataset {name!r} in {data_dir} has no array_record files for random "
+                f"tfds dataset {name!r} in {_quote(data_dir)} has no array_record files for random "
                 f"access; rebuild it with `tfds build {name} --file_format=array_record`"
             ) from e
         features = builder.info.features
@@ -297,7 +326,7 @@ def _read_tfds_source(
 
 def _folder(spec: str, root: pathlib.Path, cache: pathlib.Path, progress: bool) -> Dataset:
     if not root.is_dir():
-        raise InputError(f"dataset folder '{root}' does not exist or is not a directory")
+        raise InputError(f"dataset folder {_quote(root)} does not exist or is not a directory")
     paths = _folder_paths(root, spec)
     tree = _layout(paths, spec)
     digest = hashlib.sha256()
@@ -306,7 +335,9 @@ def _folder(spec: str, root: pathlib.Path, cache: pathlib.Path, progress: bool) 
         try:
             files[path] = (root / path).read_bytes()
         except OSError as e:  # a broken symbolic link, an unreadable file
-            raise InputError(f"cannot read '{path}' in {spec}: {e.strerror or e}") from e
+            raise InputError(
+                f"cannot read {path!r} in {_printable(spec)}: {_printable(e.strerror or e)}"
+            ) from e
         digest.update(f"{path}\0{len(files[path])}\0".encode())
         digest.update(files[path])
     key = _cache_key("folder", digest.hexdigest())
@@ -328,8 +359,8 @@ def _folder_paths(root: pathlib.Path, spec: str) -> list[str]:
             real = os.path.realpath(os.path.join(directory, d))
             if real in chain:
                 raise InputError(
-                    f"folder link '{(relative / d).as_posix()}' in {spec} loops back to "
-                    f"'{real}', a folder above it"
+                    f"folder link {(relative / d).as_posix()!r} in {_printable(spec)} loops back "
+                    f"to {real!r}, a folder above it"
                 )
             above[os.path.join(directory, d)] = (*chain, real)
         paths += [(relative / f).as_posix() for f in files if not f.startswith(".")]
@@ -338,11 +369,16 @@ def _folder_paths(root: pathlib.Path, spec: str) -> list[str]:
 
 def _archive(spec: str, path: pathlib.Path, cache: pathlib.Path, progress: bool) -> Dataset:
     if not path.is_file():
-        raise InputError(f"archive file '{path}' does not exist")
+        raise InputError(f"archive file {_quote(path)} does not exist")
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError as e:
+        raise InputError(
+            f"cannot read archive {_quote(path)}: {_printable(e.strerror or e)}"
+        ) from e
     key = _cache_key("archive", digest.hexdigest())
 
     def decode() -> _Decoded:
@@ -356,31 +392,115 @@ def _read_archive(path: pathlib.Path, spec: str, progress: bool) -> dict[str, by
     """The bytes of every regular, non-hidden file in a tar archive, by normalised member name;
     members outside the archive root (absolute, or with a leading '..') are skipped with a
     warning."""
-    files, outside = {}, []
     try:
-        with (
-            tarfile.open(path, mode="r|*") as tar,
-            tqdm(desc=f"reading {path.name}", unit=" files", disable=not progress) as bar,
-        ):
+        with path.open("rb") as raw, _decompressed(raw) as stream:
+            files, outside = _read_tar(stream, path, progress)
+    except OSError as e:  # opening it: _read_tar turns errors while reading into InputErrors
+        raise InputError(
+            f"cannot read archive {_quote(path)}: {_printable(e.strerror or e)}"
+        ) from e
+    if outside:
+        listed = ", ".join(map(repr, outside[:3])) + (", ..." if len(outside) > 3 else "")
+        warnings.warn(
+            f"skipped {len(outside)} archive member{'s' if len(outside) > 1 else ''} outside the "
+            f"archive root in {_printable(spec)}: {listed}",
+            stacklevel=6,
+        )
+    return files
+
+
+# what a damaged compressed stream raises: BadGzipFile and bz2's errors are OSErrors, a stream
+# cut short raises EOFError
+_DAMAGED = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError)
+
+
+def _decompressed(raw: BinaryIO) -> BinaryIO:
+    """``raw`` decompressed according to its magic bytes (gzip, bzip2, xz or lzma), else itself.
+
+    The decompressors check the data's checksums (gzip the CRC-32 and length at the end of each
+    member) and raise if the stream ends early; tarfile's own stream mode checks neither.
+    """
+    head = raw.read(10)
+    raw.seek(0)
+    if head.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if head[:3] == b"BZh" and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):
+        return bz2.BZ2File(raw)
+    if head.startswith((b"\xfd7zXZ\x00", b"\x5d\x00\x00\x80")):
+        return lzma.LZMAFile(raw)
+    return raw
+
+
+def _read_tar(
+    stream: BinaryIO, path: pathlib.Path, progress: bool
+) -> tuple[dict[str, bytes], list[str]]:
+    """Read the tar archive in the (decompressed) ``stream`` once, to its end: the bytes of its
+    regular, non-hidden files by normalised name, and the names of the members outside the root.
+
+    Python's tarfile stops at the first block that is not a valid header after the first member,
+    and at the end of the data: a damaged header or an archive cut short would load as a smaller
+    dataset. So the block that stopped it must be the end-of-archive marker: a zero block, then
+    at least one more and nothing but zeros (the record padding) to the end of the stream, which
+    is read to its end so that the decompressor checks its checksum too.
+    """
+    stop = [b""]  # the last header block tarfile read: the one that ended the member loop
+
+    class Header(tarfile.TarInfo):
+        @classmethod
+        def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+            stop[0] = buf
+            return super().frombuf(buf, encoding, errors)
+
+    files, outside, previous, reading = {}, [], None, False
+    try:
+        try:
+            tar = tarfile.open(fileobj=stream, mode="r|", tarinfo=Header)
+        except tarfile.ReadError as e:  # its first header
+            raise InputError(
+                f"cannot read archive {_quote(path)}: not a tar archive ({_printable(e)})"
+            ) from e
+        with tar, tqdm(desc=f"reading {path.name}", unit=" files", disable=not progress) as bar:
             for member in tar:
+                previous = member.name
                 name = posixpath.normpath(member.name)
                 if not member.isfile():
                     continue
                 if name.startswith("/") or name == ".." or name.startswith("../"):
                     outside.append(member.name)
                 elif not _hidden(name):
+                    reading = True
                     files[name] = tar.extractfile(member).read()
+                    reading = False
                     bar.update()
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-        raise InputError(f"cannot read archive '{path}': {e}") from e
-    if outside:
-        listed = ", ".join(map(repr, outside[:3])) + (", ..." if len(outside) > 3 else "")
-        warnings.warn(
-            f"skipped {len(outside)} archive member{'s' if len(outside) > 1 else ''} outside the "
-            f"archive root in {spec}: {listed}",
-            stacklevel=6,
-        )
-    return files
+            problem = _tar_end_problem(stop[0], tar.fileobj, previous)
+    except _DAMAGED as e:
+        problem = _printable(e) or type(e).__name__
+        if previous is not None:
+            problem += f" ({'in' if reading else 'after'} member {previous!r})"
+    if problem:
+        raise InputError(f"archive {_quote(path)} is damaged: {problem}")
+    return files, outside
+
+
+def _tar_end_problem(block: bytes, rest: BinaryIO, previous: str | None) -> str | None:
+    """Why a tar stream did not end properly, or None if it did: ``block`` is the header block
+    that ended tarfile's member loop, ``rest`` the stream after it and ``previous`` the name of
+    the last member read."""
+    after = f"after member {previous!r}" if previous is not None else "at its start"
+    if not block:
+        return f"it ends {after} without an end-of-archive marker (cut short?)"
+    if len(block) < tarfile.BLOCKSIZE:
+        return f"it ends inside the member header {after} (cut short?)"
+    if block.count(0) != tarfile.BLOCKSIZE:
+        return f"the member header {after} is invalid"
+    zeros = 0
+    while chunk := rest.read(1 << 16):
+        if chunk.count(0) != len(chunk):
+            return "it holds data after its end-of-archive marker"
+        zeros += len(chunk)
+    if zeros < tarfile.BLOCKSIZE:
+        return "its end-of-archive marker is cut short (one zero block instead of two)"
+    return None
 
 
 def _hidden(path: str) -> bool:
@@ -391,31 +511,68 @@ def _hidden(path: str) -> bool:
 def _layout(paths: list[str], spec: str) -> dict[str, dict[str, list[str]]]:
     """Group sorted relative paths ``[top/]<split>/<class>/<image>`` as {split: {class: paths}}."""
     if not paths:
-        raise InputError(f"no image files in {spec}: expected layout {LAYOUT}")
+        raise InputError(f"no image files in {_printable(spec)}: expected layout {LAYOUT}")
     parts = [path.split("/") for path in paths]
     under_top = len({p[0] for p in parts}) == 1 and max(len(p) for p in parts) == 4
     tree: dict[str, dict[str, list[str]]] = {}
     for path, p in zip(paths, parts, strict=True):
         p = p[1:] if under_top else p
         if len(p) != 3:
-            raise InputError(f"unexpected file '{path}' in {spec}: expected layout {LAYOUT}")
+            raise InputError(
+                f"unexpected file {path!r} in {_printable(spec)}: expected layout {LAYOUT}"
+            )
         tree.setdefault(p[0], {}).setdefault(p[1], []).append(path)
     all_classes = set().union(*tree.values())
     for split, classes in tree.items():
         if missing := sorted(all_classes - classes.keys()):
             raise InputError(
-                f"classes differ across splits in {spec}: split '{split}' has no class {missing}"
+                f"classes differ across splits in {_printable(spec)}: split {split!r} has no class "
+                f"{missing}"
             )
     return tree
 
 
 def _decode_image(path: str, data: bytes, spec: str) -> np.ndarray:
-    """Decode one image file to (h, w) uint8 if it is greyscale, else (h, w, 3) RGB."""
+    """Decode one image file to (h, w) uint8 if it is greyscale, else (h, w, 3) RGB.
+
+    16-bit greyscale (PIL modes ``I;16*``, and ``I`` from PNG and PGM, whose samples have at
+    most 16 bits) is scaled to 8 bits, round(v / 257); other 32-bit integer and float greyscale
+    (modes ``I`` and ``F``, as from TIFF) has no known range and is an error. So is an image of
+    more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (PIL only warns up to twice that).
+    """
+    where = f"image {path!r} in {_printable(spec)}"
+    limit = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("L" if image.mode in _GREY_MODES else "RGB"))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise InputError(f"cannot decode image '{path}' in {spec}: {e}") from e
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
+            image = Image.open(io.BytesIO(data))
+        with image, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # while decoding
+            if limit is not None and image.width * image.height > limit:
+                raise InputError(
+                    f"{where} is too large: {image.width} x {image.height} pixels (the limit "
+                    f"is PIL.Image.MAX_IMAGE_PIXELS = {limit})"
+                )
+            mode = image.mode
+            if mode.startswith("I;16") or (mode == "I" and image.format in _16_BIT_I_FORMATS):
+                pixels = np.clip(np.asarray(image), 0, 65535).astype(np.uint32)
+                return ((pixels + 128) // 257).astype(np.uint8)  # round(v / 257)
+            if mode in ("I", "F"):
+                raise InputError(
+                    f"{where} has {'integer' if mode == 'I' else 'floating-point'} 32-bit "
+                    f"pixels (PIL mode {mode!r}) of unknown range: convert it to 8 or 16 bits"
+                )
+            return np.asarray(image.convert("L" if mode in _GREY_MODES else "RGB"))
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{pixels[1]} pixels" if pixels else _printable(e)
+        raise InputError(
+            f"{where} is too large: {size} (the limit is PIL.Image.MAX_IMAGE_PIXELS = {limit})"
+        ) from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"cannot decode {where}: {_printable(e)}") from e
 
 
 def _decode_tree(
@@ -436,8 +593,9 @@ def _decode_tree(
                         first = (path, image)
                     elif image.shape[:2] != first[1].shape[:2]:
                         raise InputError(
-                            f"image '{path}' is {_size(image)} but '{first[0]}' is "
-                            f"{_size(first[1])}: all images in {spec} must have the same size"
+                            f"image {path!r} is {_size(image)} but {first[0]!r} is "
+                            f"{_size(first[1])}: all images in {_printable(spec)} must have "
+                            f"the same size"
                         )
                     decoded[split].append(image)
                     bar.update()
@@ -461,7 +619,7 @@ def _size(image: np.ndarray) -> str:
 
 def _npz(spec: str, path: pathlib.Path) -> Dataset:
     if not path.is_file():
-        raise InputError(f"npz file '{path}' does not exist")
+        raise InputError(f"npz file {_quote(path)} does not exist")
     arrays = _npz_arrays(path)
     if "x" in arrays or "y" in arrays:
         pairs = {"all": ("x", "y")}
@@ -470,25 +628,34 @@ def _npz(spec: str, path: pathlib.Path) -> Dataset:
         pairs = {name: (f"x_{name}", f"y_{name}") for name in names}
     if not pairs:
         raise InputError(
-            f"{spec} has no arrays 'x' and 'y' nor x_<split>/y_<split> pairs; "
+            f"{_printable(spec)} has no arrays 'x' and 'y' nor x_<split>/y_<split> pairs; "
             f"found {sorted(arrays)}"
         )
     splits = {}
     for split, (x_key, y_key) in pairs.items():
         if missing := [key for key in (x_key, y_key) if key not in arrays]:
-            raise InputError(f"{spec} has no array {missing[0]!r}")
-        splits[split] = _npz_split(arrays[x_key], arrays[y_key], f"{spec} [{split}]")
+            raise InputError(f"{_printable(spec)} has no array {missing[0]!r}")
+        splits[split] = _npz_split(
+            arrays[x_key], arrays[y_key], f"{_printable(spec)} [{_printable(split)}]"
+        )
     shapes = {s.x.shape[1:] for s in splits.values()}
     if len(shapes) > 1:
-        raise InputError(f"{spec}: splits hold items of different shapes {sorted(shapes)}")
+        raise InputError(
+            f"{_printable(spec)}: splits hold items of different shapes {sorted(shapes)}"
+        )
+    if "class_names" not in arrays:  # class ids 0..C-1 for the C distinct labels, in order
+        labels = np.unique(np.concatenate([s.y for s in splits.values()]))
+        splits = {
+            name: Split(s.x, np.searchsorted(labels, s.y).astype(np.int32))
+            for name, s in splits.items()
+        }
+        return _dataset(spec, splits, [str(c) for c in labels], cache_hit=False)
     num_classes = max(int(s.y.max()) for s in splits.values()) + 1
-    if "class_names" not in arrays:
-        return _dataset(spec, splits, [str(c) for c in range(num_classes)], cache_hit=False)
     class_names = arrays["class_names"]
     if class_names.ndim != 1 or class_names.dtype.kind != "U" or len(class_names) < num_classes:
         raise InputError(
-            f"{spec}: 'class_names' must be a 1-d string array with at least {num_classes} "
-            f"names, got {class_names.dtype} {class_names.shape}"
+            f"{_printable(spec)}: 'class_names' must be a 1-d string array with at least "
+            f"{num_classes} names, got {class_names.dtype} {class_names.shape}"
         )
     return _dataset(spec, splits, [str(c) for c in class_names], cache_hit=False)
 
@@ -502,7 +669,7 @@ def _npz_arrays(path: pathlib.Path) -> dict[str, np.ndarray]:
         with npz:
             return {key: npz[key] for key in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise InputError(f"cannot read npz file '{path}': {e}") from e
+        raise InputError(f"cannot read npz file {_quote(path)}: {_printable(e)}") from e
 
 
 def _npz_split(x: np.ndarray, y: np.ndarray, where: str) -> Split:

@@ -37,3 +37,15 @@ def run_command(prog: str, main: Callable[[], int]) -> int:
             note = f"; {e}" if str(e) else ""
             print(f"{prog}: interrupted{note}", file=sys.stderr)
             return 130
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` as an int if it is an integer in [0, 2**63) (what numpy's and JAX's generators
+    both take), else InputError."""
+    if (
+        isinstance(seed, bool)
+        or not hasattr(seed, "__index__")
+        or not 0 <= seed.__index__() < 2**63
+    ):
+        raise InputError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    return seed.__index__()

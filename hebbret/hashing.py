@@ -49,7 +49,7 @@ import numpy as np
 import scipy.linalg
 
 from hebbret import bioconv, biohash, retrieval
-from hebbret.errors import InputError
+from hebbret.errors import InputError, check_seed
 
 _HI = jax.lax.Precision.HIGHEST
 _STAT_ROWS = 1024  # rows per host-side chunk when accumulating covariance / projections
@@ -213,16 +213,21 @@ class BioConvHashParams(NamedTuple):
 
 def _features(x: Any) -> np.ndarray:
     """Checks a feature matrix at a public boundary; returns it as float32 (n, d)."""
-    x = np.asarray(x)
+    try:
+        x = np.asarray(x)
+    except (ValueError, TypeError) as e:
+        reason = str(e).splitlines()[0]
+        raise InputError(f"features are not a rectangular array: {reason}") from None
     if x.ndim != 2:
         raise InputError(f"features must be a 2-D (n, d) array, got shape {x.shape}")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise InputError(f"features must be numeric, got {x.dtype}")
+    if x.dtype.kind not in "biuf":
+        raise InputError(f"features must be real numbers, got {x.dtype}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise InputError(f"features are empty: shape {x.shape}")
-    x = x.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):
+        x = x.astype(np.float32, copy=False)
     if not all(np.isfinite(x[s : s + 8192]).all() for s in range(0, x.shape[0], 8192)):
-        raise InputError("data contains NaN or inf")
+        raise InputError("data contains NaN or inf (or values beyond float32)")
     return x
 
 
@@ -263,11 +268,15 @@ def _pca(x: np.ndarray, mean: np.ndarray, num: int) -> tuple[np.ndarray, np.ndar
     float64 sums); each direction's largest-magnitude entry is made positive, so the result is
     deterministic."""
     d = x.shape[1]
+    # float32 products of rows scaled by a power of two (exact) into [1, 2) in magnitude, so
+    # features of 1e-30 do not underflow nor features of 1e20 overflow
+    peak = max(np.abs(x.min(0) - mean).max(), np.abs(x.max(0) - mean).max())
+    e = 1 - int(np.frexp(peak)[1]) if peak > 0 else 0
     cov = np.zeros((d, d))
     for xc in _centred_chunks(x, mean):
-        xc32 = xc.astype(np.float32)
+        xc32 = np.ldexp(xc, e).astype(np.float32)
         cov += (xc32.T @ xc32).astype(np.float64)
-    cov /= x.shape[0]
+    cov = np.ldexp(cov / x.shape[0], -2 * e)
     values, vectors = scipy.linalg.eigh(cov, subset_by_index=(d - num, d - 1))  # ascending
     comps = vectors[:, ::-1].T.copy()
     values = values[::-1]
@@ -727,6 +736,7 @@ def check(name: str, cfg: HashConfig, shape: tuple[int, ...], *, mesh: Any = Non
     of (method, k) can be validated before its first fit.
     """
     get(name)
+    check_seed(cfg.seed)
     k = cfg.k
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise InputError(f"k must be an integer >= 1, got {k!r}")

@@ -43,7 +43,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from hebbret.errors import InputError
+from hebbret.errors import InputError, check_seed
 
 FLOAT_METRICS = ("sqeuclidean", "euclidean", "manhattan", "cosine")
 BIT_METRICS = ("hamming", "overlap")
@@ -169,13 +169,14 @@ def _natural(metric: str, keys: jax.Array, num_bits: int) -> jax.Array:
     return keys
 
 
-def _unscaled(metric: str, values: jax.Array, scale: float) -> np.ndarray:
-    """Distances of features multiplied by ``scale`` (a power of two) -> the inputs' distances."""
+def _unscaled(metric: str, values: jax.Array, exponent: int) -> np.ndarray:
+    """Distances of features multiplied by ``2**exponent`` -> the inputs' distances (float32;
+    beyond float32's range they saturate to inf or 0, as the true values would)."""
     power = {"sqeuclidean": 2, "euclidean": 1, "manhattan": 1}.get(metric, 0)
-    if scale == 1.0 or power == 0:
+    if exponent == 0 or power == 0:
         return np.asarray(values)
     with np.errstate(over="ignore", under="ignore"):
-        return (np.asarray(values, np.float64) / scale**power).astype(np.float32)
+        return np.ldexp(np.asarray(values, np.float64), -power * exponent).astype(np.float32)
 
 
 def pairwise_distances(xq: np.ndarray, xb: np.ndarray, metric: str) -> np.ndarray:
@@ -184,10 +185,10 @@ def pairwise_distances(xq: np.ndarray, xb: np.ndarray, metric: str) -> np.ndarra
     Returns squared Euclidean / Euclidean / Manhattan / cosine *similarity* / Hamming / overlap
     counts as float32; bit metrics take packed uint32 codes from :func:`pack_bits`.
     """
-    xq, xb, _, _, scale = _check_inputs(xq, xb, None, None, metric)
+    xq, xb, _, _, exponent = _check_inputs(xq, xb, None, None, metric)
     num_bits = 32 * xb.shape[-1]
     q, b = _prepare(metric, jnp.asarray(xq)), _prepare(metric, jnp.asarray(xb))
-    return _unscaled(metric, _natural(metric, _keys(metric, q, b, num_bits), num_bits), scale)
+    return _unscaled(metric, _natural(metric, _keys(metric, q, b, num_bits), num_bits), exponent)
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,12 +444,12 @@ def database_mesh(num_devices: int | None = None) -> Mesh:
 
 
 def _check_inputs(xq, xb, yq, yb, metric):
-    """Checked ``(xq, xb, yq, yb, scale)``: float32 features, conditioned for the metric by
-    :func:`_conditioned` (``scale``: the factor the features were multiplied by), or uint32 codes
-    (scale 1), and labels as dense int32 class ids (or None)."""
+    """Checked ``(xq, xb, yq, yb, exponent)``: float32 features conditioned for the metric by
+    :func:`_conditioned` (multiplied by ``2**exponent``), or uint32 codes (exponent 0), and
+    labels as dense int32 class ids (or None)."""
     if metric not in METRICS:
         raise InputError(f"unknown metric {metric!r}: expected one of {', '.join(METRICS)}")
-    xq, xb = np.asarray(xq), np.asarray(xb)
+    xq, xb = _array(xq, "queries"), _array(xb, "database")
     for name, x in (("queries", xq), ("database", xb)):
         if x.ndim != 2:
             raise InputError(f"{name} must be a 2-D (n, d) array, got shape {x.shape}")
@@ -458,7 +459,7 @@ def _check_inputs(xq, xb, yq, yb, metric):
         raise InputError("no queries: xq has 0 rows")
     if xq.shape[1] != xb.shape[1]:
         raise InputError(f"queries have {xq.shape[1]} columns but the database has {xb.shape[1]}")
-    scale = 1.0
+    exponent = 0
     if metric in BIT_METRICS:
         for name, x in (("queries", xq), ("database", xb)):
             if x.dtype != np.uint32:
@@ -476,89 +477,97 @@ def _check_inputs(xq, xb, yq, yb, metric):
                 raise InputError(f"{name} contain NaN or inf")
             if metric == "cosine" and np.any(~np.any(x != 0, axis=1)):
                 raise InputError(f"{name} contain an all-zero row: cosine similarity is undefined")
-        xq, xb, scale = _conditioned(metric, xq, xb)
+        xq, xb, exponent = _conditioned(metric, xq, xb)
     if yq is None and yb is None:
-        return xq, xb, None, None, scale
+        return xq, xb, None, None, exponent
     if yq is None or yb is None:
         raise InputError("labels are needed for both queries and database")
-    yq, yb = _class_ids(np.asarray(yq), np.asarray(yb), len(xq), len(xb))
-    return xq, xb, yq, yb, scale
+    yq, yb = _class_ids(_array(yq, "query labels"), _array(yb, "database labels"), len(xq), len(xb))
+    return xq, xb, yq, yb, exponent
+
+
+def _array(x, what: str) -> np.ndarray:
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{what} are not a rectangular array: {str(e).splitlines()[0]}") from None
 
 
 def _all_finite(x: np.ndarray, rows: int = 4096) -> bool:
     return all(np.isfinite(x[i : i + rows]).all() for i in range(0, len(x), rows))
 
 
-def _pow2(v: np.ndarray) -> np.ndarray:
-    """The largest power of two not above ``v`` (> 0), elementwise; 1 where v is 0."""
-    v = np.asarray(v, np.float64)
-    return np.where(v > 0, np.exp2(np.floor(np.log2(np.where(v > 0, v, 1.0)))), 1.0)
+_SAFE = (-32, 32)  # binary exponents of magnitudes whose squares and sums float32 holds
 
 
-_SAFE = (2.0**-32, 2.0**32)  # magnitudes whose squares and sums float32 holds without trouble
-
-
-def _rescale(peak: np.ndarray) -> np.ndarray:
-    """1 for magnitudes in the safe range, else the power of two that brings them into [1, 2)."""
-    outside = (peak > 0) & ((peak < _SAFE[0]) | (peak > _SAFE[1]))
-    return np.where(outside, 1.0 / _pow2(peak), 1.0)
+def _exponent(peak) -> np.ndarray:
+    """e such that ``peak * 2**e`` lies in [1, 2) when ``peak`` is outside [2^-32, 2^32], else 0
+    (and 0 where peak is 0), elementwise; from the binary exponent, so it never overflows."""
+    _, e = np.frexp(np.asarray(peak, np.float64))  # peak = m 2^e, m in [0.5, 1)
+    return np.where((peak > 0) & ((e - 1 < _SAFE[0]) | (e - 1 > _SAFE[1])), 1 - e, 0)
 
 
 def _conditioned(
     metric: str, xq: np.ndarray, xb: np.ndarray, rows: int = 4096
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Float32 features whose distances float32 can compute: ``(xq', xb', scale)``.
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Float32 features whose distances float32 can compute: ``(xq', xb', e)``.
 
     The kernel computes ``|q|^2 + |b|^2 - 2 q.b`` (Euclidean), ``sum |q - b|`` (Manhattan) and
     ``q.b / (|q| |b|)`` (cosine) in float32. Nothing done here changes a ranking, but without it
     float32 arithmetic fails on legitimate inputs:
 
-    - Euclidean: both sides minus the database's per-column mean (float64), rounded to a multiple
-      of the largest power of two not above the column's standard deviation. A common offset of
-      1e3 on unit-scale features otherwise cancels the digits that separate near neighbours; a
-      mean small against the spread rounds to 0 (nothing to do), and small-integer features stay
-      exact, so exactly tied distances stay tied.
-    - Euclidean and Manhattan: features beyond 2^+-32 in magnitude are multiplied by one power of
-      two ``scale`` (exact) into [1, 2), so squares neither overflow (1e20) nor underflow (1e-30).
-    - Cosine: rows beyond 2^+-32 in magnitude are each multiplied by their own power of two.
+    - Euclidean and Manhattan (translation invariant): both sides minus the database's
+      per-column mean (float64, Chan's stable update), rounded to a multiple of the largest power
+      of two not above the column's standard deviation. A common offset of 1e3 on unit-scale
+      features otherwise cancels the digits that separate near neighbours; a mean small against
+      the spread rounds to 0 (nothing to do), and small-integer features stay exact, so exactly
+      tied distances stay tied. Features beyond 2^+-32 in magnitude, before or after centring,
+      are multiplied by one power of two ``2**e`` (exact, ``np.ldexp``) into [1, 2), so squares
+      neither overflow (1e20) nor underflow (1e-30).
+    - Cosine: each row beyond 2^+-32 in magnitude times its own power of two.
     """
 
-    def peaks(x: np.ndarray) -> np.ndarray:  # per-row max |x|, float64
-        return np.concatenate(
-            [np.abs(x[i : i + rows].astype(np.float64)).max(1) for i in range(0, len(x), rows)]
-        )
-
-    def convert(x: np.ndarray, shift, factor) -> np.ndarray:
-        out = np.empty(x.shape, np.float32)
+    def chunks(x: np.ndarray):
         for i in range(0, len(x), rows):
-            f = factor if np.ndim(factor) == 0 else factor[i : i + rows, None]
-            out[i : i + rows] = (x[i : i + rows].astype(np.float64) - shift) * f
-        return out
+            yield i, x[i : i + rows].astype(np.float64)
 
     if metric == "cosine":
-        fq, fb = _rescale(peaks(xq)), _rescale(peaks(xb))
-        xq = convert(xq, 0.0, fq) if np.any(fq != 1) else xq.astype(np.float32)
-        xb = convert(xb, 0.0, fb) if np.any(fb != 1) else xb.astype(np.float32)
-        return xq, xb, 1.0
-    shift = np.zeros(xb.shape[1])
-    peak = max(peaks(xq).max(), peaks(xb).max())
-    if metric in ("sqeuclidean", "euclidean"):
-        total, squares = np.zeros(xb.shape[1]), np.zeros(xb.shape[1])
-        with np.errstate(over="ignore", invalid="ignore"):
-            for i in range(0, len(xb), rows):
-                chunk = xb[i : i + rows].astype(np.float64)
-                total += chunk.sum(0)
-                squares += np.square(chunk).sum(0)
-            mean = total / len(xb)
-            std = np.sqrt(np.maximum(squares / len(xb) - mean**2, 0.0))
-        grid = np.where(np.isfinite(std) & (std > 0), _pow2(std), 0.0)
-        shift = np.where(grid > 0, np.round(mean / np.where(grid > 0, grid, 1.0)) * grid, mean)
-        shift = np.where(np.isfinite(shift), shift, 0.0)
-        peak = peak + np.abs(shift).max()  # a bound on the shifted magnitudes
-    scale = float(_rescale(np.float64(peak)))
-    if not np.any(shift) and scale == 1.0:
-        return xq.astype(np.float32), xb.astype(np.float32), 1.0
-    return convert(xq, shift, scale), convert(xb, shift, scale), scale
+
+        def unit_rows(x: np.ndarray) -> np.ndarray:
+            e = np.concatenate([_exponent(np.abs(c).max(1)) for _, c in chunks(x)])
+            if not np.any(e):
+                return x.astype(np.float32)
+            out = np.empty(x.shape, np.float32)
+            for i, c in chunks(x):
+                out[i : i + rows] = np.ldexp(c, e[i : i + rows, None])
+            return out
+
+        return unit_rows(xq), unit_rows(xb), 0
+    lo = np.minimum(xq.min(0), xb.min(0)).astype(np.float64)  # per-column range of both sides
+    hi = np.maximum(xq.max(0), xb.max(0)).astype(np.float64)
+    e0 = int(_exponent(max(np.abs(lo).max(), np.abs(hi).max())))
+    count, mean, m2 = 0, np.zeros(xb.shape[1]), np.zeros(xb.shape[1])
+    for _, c in chunks(xb):  # mean and variance of the database in units of 2**-e0
+        c = np.ldexp(c, e0) if e0 else c
+        cm = c.mean(0)
+        delta, count = cm - mean, count + len(c)
+        mean += delta * len(c) / count
+        m2 += np.square(c - cm).sum(0) + np.square(delta) * len(c) * (count - len(c)) / count
+    std = np.sqrt(m2 / count)
+    grid = np.ldexp(1.0, np.frexp(std)[1] - 1)  # the largest power of two <= std
+    shift = np.where(std > 0, np.round(mean / np.where(std > 0, grid, 1.0)) * grid, mean)
+    lo, hi = np.ldexp(lo, e0) - shift, np.ldexp(hi, e0) - shift
+    e1 = int(_exponent(max(np.abs(lo).max(), np.abs(hi).max())))
+    if not np.any(shift) and e0 == 0 and e1 == 0:
+        return xq.astype(np.float32), xb.astype(np.float32), 0
+
+    def convert(x: np.ndarray) -> np.ndarray:
+        out = np.empty(x.shape, np.float32)
+        for i, c in chunks(x):
+            out[i : i + rows] = np.ldexp(np.ldexp(c, e0) - shift, e1)
+        return out
+
+    return convert(xq), convert(xb), e0 + e1
 
 
 def _class_ids(yq: np.ndarray, yb: np.ndarray, nq: int, nb: int) -> tuple[np.ndarray, np.ndarray]:
@@ -578,6 +587,11 @@ def _class_ids(yq: np.ndarray, yb: np.ndarray, nq: int, nb: int) -> tuple[np.nda
         )
     if yq.dtype.kind == "S" or yb.dtype.kind == "S":
         yq, yb = yq.astype(str), yb.astype(str)
+    elif kinds == {"int"} and {yq.dtype.kind, yb.dtype.kind} - {"b"} == {"i", "u"}:
+        # int64 with uint64 would promote to float64 and merge labels above 2**53
+        big = max((int(y.max()) for y in (yq, yb) if y.dtype.kind == "u" and y.size), default=0)
+        common = np.int64 if big <= np.iinfo(np.int64).max else object
+        yq, yb = yq.astype(common), yb.astype(common)
     _, ids = np.unique(np.concatenate([yq, yb]), return_inverse=True)
     ids = ids.astype(np.int32)
     return ids[:nq], ids[nq:]
@@ -592,6 +606,18 @@ def _depth(R, n: int) -> int:  # noqa: N803  (the literature's name)
     if R < 1:
         raise InputError(f"R must be a positive integer or 'all', got {R}")
     return min(int(R), n)
+
+
+def _ranks(at, n: int) -> tuple[int, ...]:
+    """``at`` (a sequence of ranks N for precision@N) checked: integers in [1, n]."""
+    if isinstance(at, str) or not isinstance(at, Sequence | np.ndarray):
+        raise InputError(f"at must be a sequence of ranks, e.g. (10, 100), got {at!r}")
+    for a in at:
+        if isinstance(a, bool | np.bool_) or not isinstance(a, int | np.integer):
+            raise InputError(f"ranks in at must be integers, got {a!r}")
+        if not 1 <= a <= n:
+            raise InputError(f"precision@N needs 1 <= N <= database size {n}, got N = {a}")
+    return tuple(int(a) for a in at)
 
 
 def _warn_if_all_relevant(yq: np.ndarray, yb: np.ndarray) -> None:
@@ -727,14 +753,14 @@ def evaluate(
         raise InputError(f"unknown normaliser {normaliser!r}: expected one of {NORMALISERS}")
     if tie not in TIES:
         raise InputError(f"unknown tie policy {tie!r}: expected one of {TIES}")
+    if yq is None or yb is None:
+        raise InputError("evaluate needs labels for the queries and the database (yq, yb)")
+    seed = check_seed(seed)
     xq, xb, yq, yb, _ = _check_inputs(xq, xb, yq, yb, metric)
     n = xb.shape[0]
     r = _depth(R, n)
     _warn_if_all_relevant(yq, yb)
-    at = tuple(int(a) for a in at)
-    for a in at:
-        if not 1 <= a <= n:
-            raise InputError(f"precision@N needs 1 <= N <= database size {n}, got N = {a}")
+    at = _ranks(at, n)
     depth = max((r,) + at)
     num_bits = 32 * xb.shape[1]
     use_hist = metric in BIT_METRICS and tie == "exact" and num_bits + 1 <= _MAX_BINS
@@ -780,9 +806,13 @@ def search(
     """
     if tie not in ("random", "stable"):
         raise InputError(f"search breaks ties 'random' or 'stable', got {tie!r}")
-    xq, xb, _, _, scale = _check_inputs(xq, xb, None, None, metric)
+    seed = check_seed(seed)
+    xq, xb, _, _, exponent = _check_inputs(xq, xb, None, None, metric)
+    if isinstance(k, bool | np.bool_) or not isinstance(k, int | np.integer):
+        raise InputError(f"k must be an integer, got {k!r}")
     if not 1 <= k <= xb.shape[0]:
         raise InputError(f"k must be in [1, database size {xb.shape[0]}], got {k}")
+    k = int(k)
     num_bits = 32 * xb.shape[1]
     active = _max_active(metric, xq, num_bits)
     cfg = _Static(metric, tie, k, k, (k,), num_bits, False, True, False, xb.shape[0], active)
@@ -793,4 +823,4 @@ def search(
     nq = xq.shape[0]
     keys = np.concatenate([o["keys"] for o in results])[:nq]
     idx = np.concatenate([o["indices"] for o in results])[:nq]
-    return _unscaled(metric, _natural(metric, jnp.asarray(keys), num_bits), scale), perm[idx]
+    return _unscaled(metric, _natural(metric, jnp.asarray(keys), num_bits), exponent), perm[idx]

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hebbret.data import Dataset
-from hebbret.errors import InputError
+from hebbret.errors import InputError, check_seed
 from hebbret.perturb import shadow
 
 
@@ -64,7 +64,7 @@ def per_class_queries(labels: np.ndarray, n_per_class: int, seed: int) -> QueryS
         raise InputError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
     if n_per_class < 1:
         raise InputError(f"n_per_class must be >= 1, got {n_per_class}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     queries = []
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
@@ -88,7 +88,7 @@ def labelled_split(
         raise InputError(f"labelled fraction must be in (0, 1], got {fraction}")
     if not 0 <= num_validation < num_train:
         raise InputError(f"validation size {num_validation} must be below {num_train} items")
-    order = np.random.default_rng(seed).permutation(num_train)
+    order = np.random.default_rng(check_seed(seed)).permutation(num_train)
     train, val = order[: num_train - num_validation], order[num_train - num_validation :]
     n_lab = max(1, round(fraction * len(train)))
     return LabelledSplit(train, val, train[:n_lab])
@@ -98,7 +98,7 @@ def random_queries(num_items: int, m: int, seed: int) -> np.ndarray:
     """``m`` distinct random indices of ``range(num_items)`` (queries drawn from a pool)."""
     if not 1 <= m <= num_items:
         raise InputError(f"cannot draw {m} queries from {num_items} items")
-    return np.random.default_rng(seed).choice(num_items, m, replace=False)
+    return np.random.default_rng(check_seed(seed)).choice(num_items, m, replace=False)
 
 
 # name -> (queries per class, R); others: BioHash's CIFAR-10 protocol, scaled to the data.

@@ -1,15 +1,22 @@
 """Tests of hebbret.data: every dataset spec, the decoded-image cache and the user errors."""
 
+import bz2
+import gzip
 import io
 import json
 import logging
+import lzma
 import os
 import pathlib
+import re
+import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tarfile
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -291,13 +298,40 @@ def test_npz_images_and_class_names(tmp_path: pathlib.Path) -> None:
 def test_npz_feature_splits(tmp_path: pathlib.Path) -> None:
     rng = np.random.default_rng(0)
     x_train, x_test = rng.normal(size=(6, 3)), rng.normal(size=(2, 3))
-    np.savez(tmp_path / "f.npz", x_test=x_test, y_test=[2, 0], x_train=x_train, y_train=[0] * 6)
+    np.savez(tmp_path / "f.npz", x_test=x_test, y_test=[2, 1], x_train=x_train, y_train=[0] * 6)
     ds = data.load(f"npz:{tmp_path / 'f.npz'}")
     assert list(ds.splits) == ["train", "test"] and ds.kind == "features"
     assert ds.class_names == ("0", "1", "2") and ds.splits["test"].x.dtype == np.float32
     pooled = ds.pooled()
     np.testing.assert_allclose(pooled.x, np.concatenate([x_train, x_test]), rtol=1e-6)
-    assert pooled.y.tolist() == [0] * 6 + [2, 0]
+    assert pooled.y.tolist() == [0] * 6 + [2, 1]
+
+
+@pytest.mark.parametrize(
+    ("y_train", "y_test", "names", "ids"),
+    [
+        ([0, 5], [2**31 - 1, 0], ("0", "5", "2147483647"), [0, 1, 2, 0]),  # 2**31 names before
+        ([7, 3, 3], [7], ("3", "7"), [1, 0, 0, 1]),
+        ([1, 0, 2], [2], ("0", "1", "2"), [1, 0, 2, 2]),  # already 0..C-1: unchanged
+    ],
+    ids=["up-to-2**31-1", "sparse", "dense"],
+)
+def test_npz_labels_without_class_names_are_made_dense(
+    tmp_path: pathlib.Path, y_train: list, y_test: list, names: tuple, ids: list
+) -> None:
+    x = np.zeros((len(y_train) + len(y_test), 2))
+    arrays = {"x_train": x[: len(y_train)], "y_train": np.array(y_train, np.int64)}
+    np.savez(tmp_path / "d.npz", **arrays, x_test=x[len(y_train) :], y_test=y_test)
+    ds = data.load(f"npz:{tmp_path / 'd.npz'}")
+    assert ds.class_names == names and ds.num_classes == len(names)
+    assert ds.pooled().y.dtype == np.int32 and ds.pooled().y.tolist() == ids
+    assert (
+        data.summary(ds)["splits"]["test"]["counts"]
+        == np.bincount(ids[len(y_train) :], minlength=len(names)).tolist()
+    )
+    np.savez(tmp_path / "n.npz", x=x[:3], y=[0, 5, 1], class_names=np.array(list("abcdef")))
+    named = data.load(f"npz:{tmp_path / 'n.npz'}")  # labels index into class_names as given
+    assert named.class_names == tuple("abcdef") and named.splits["all"].y.tolist() == [0, 5, 1]
 
 
 @pytest.mark.parametrize(
@@ -337,6 +371,238 @@ def test_missing_or_unreadable_source(tmp_path: pathlib.Path, kind: str) -> None
 def test_unknown_spec(spec: str) -> None:
     with pytest.raises(InputError, match=f"unknown dataset {spec!r}: expected digits, mnist"):
         data.load(spec)
+
+
+# -- damaged archives ----------------------------------------------------------------------------
+
+
+def plain_tar(members: dict[str, bytes]) -> bytes:
+    """An uncompressed tar of `members`, as Python's tarfile writes it."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def flip(content: bytes, at: int) -> bytes:
+    out = bytearray(content)
+    out[at] ^= 0xFF
+    return bytes(out)
+
+
+DAMAGE_MEMBERS = {
+    f"{s}/{c}/0.png": image_bytes("PNG", v)
+    for v, (s, c) in enumerate(
+        [("train", "ant"), ("train", "bee"), ("test", "ant"), ("test", "bee")]
+    )
+}
+BOUNDARY = 2 * 1024  # the end of the second member: a 512-byte header and a one-block PNG each
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "problem"),
+    [
+        ("a.tar", lambda t: t[:BOUNDARY], "ends after member 'train/bee/0.png' without an end"),
+        ("a.tar", lambda t: t[: BOUNDARY + 100], "ends inside the member header after"),
+        (
+            "a.tar",
+            lambda t: t[: BOUNDARY + 512 + 30],
+            r"unexpected end of data \(in member 'test/ant/0.png'\)",
+        ),
+        (
+            "a.tar",
+            lambda t: flip(t, BOUNDARY + 148),
+            "header after member 'train/bee/0.png' is invalid",
+        ),
+        (
+            "a.tgz",
+            lambda t: gzip.compress(flip(t, BOUNDARY + 148)),
+            "header after member 'train/bee/0.png' is invalid",
+        ),
+        ("a.tar", lambda t: t[: 4 * 1024 + 512], "end-of-archive marker is cut short"),
+        ("a.tar", lambda t: t + b"more", "data after its end-of-archive marker"),
+        ("a.tar", lambda t: t + plain_tar({"test/cat/0.png": t[512:1024]}), "data after its"),
+        ("a.tgz", lambda t: flip(gzip.compress(t), len(gzip.compress(t)) // 2), ""),
+        ("a.tgz", lambda t: flip(gzip.compress(t), -6), "CRC check failed"),
+        ("a.tgz", lambda t: flip(gzip.compress(t), -2), "Incorrect length"),
+        ("a.tgz", lambda t: gzip.compress(t)[:-8], "Compressed file ended"),
+        ("a.tgz", lambda t: gzip.compress(t) + b"junk", "Not a gzipped file"),
+        ("a.tar.bz2", lambda t: bz2.compress(t)[:-20], "Compressed file ended"),
+        ("a.tar.xz", lambda t: flip(lzma.compress(t), len(lzma.compress(t)) // 2), ""),
+    ],
+    ids=[
+        "tar-cut-at-member-boundary",
+        "tar-cut-in-header",
+        "tar-cut-in-member-data",
+        "tar-bad-header",
+        "tgz-bad-header",
+        "tar-one-zero-block",
+        "tar-trailing-data",
+        "tar-concatenated",
+        "tgz-flipped-byte",
+        "tgz-crc",
+        "tgz-length",
+        "tgz-cut",
+        "tgz-trailing-junk",
+        "bz2-cut",
+        "xz-flipped-byte",
+    ],
+)
+def test_damaged_archive_is_an_error_not_a_smaller_dataset(
+    tmp_path: pathlib.Path, cache: pathlib.Path, name: str, damage: Any, problem: str
+) -> None:
+    """tarfile takes a bad header after the first member, or a missing end-of-archive marker,
+    for the end of the archive, and its stream mode never checks the gzip CRC."""
+    tar = plain_tar(DAMAGE_MEMBERS)
+    assert len(tar) == 10240 and tar[4 * 1024 :] == bytes(6 * 1024)  # members, then zeros
+    path = tmp_path / name
+    path.write_bytes(damage(tar))
+    with pytest.raises(
+        InputError, match=f"archive '{re.escape(str(path))}' is damaged: .*{problem}"
+    ) as error:
+        data.load(f"archive:{path}", progress=False)
+    assert "\n" not in str(error.value) and not cache.exists()
+
+
+def test_archive_formats_load_like_the_folder(tmp_path: pathlib.Path) -> None:
+    """Archives by Python's tarfile (every compression) and by the tar command, with and without
+    a top folder, multi-member gzip and one padded to a whole record all load the same images."""
+    make_folder(tmp_path / "images")
+    expected = data.load(f"folder:{tmp_path / 'images'}", progress=False).checksum
+    specs = []
+    for suffix, mode in [(".tar", "w"), (".tar.gz", "w:gz"), (".tgz", "w:gz")] + [
+        (".tar.bz2", "w:bz2"),
+        (".tar.xz", "w:xz"),
+    ]:
+        with tarfile.open(tmp_path / f"py{suffix}", mode) as tar:
+            for child in sorted((tmp_path / "images").iterdir()):
+                tar.add(child, arcname=f"top/{child.name}")
+        specs.append(f"archive:{tmp_path / f'py{suffix}'}")
+    raw = (tmp_path / "py.tar").read_bytes()
+    (tmp_path / "multi.tgz").write_bytes(gzip.compress(raw[:5000]) + gzip.compress(raw[5000:]))
+    (tmp_path / "padded.tgz").write_bytes(gzip.compress(raw) + bytes(100))  # gzip allows it
+    specs += [f"archive:{tmp_path / 'multi.tgz'}", f"archive:{tmp_path / 'padded.tgz'}"]
+    if shutil.which("tar"):
+        for flags, suffix in [("czf", ".tar.gz"), ("cjf", ".tar.bz2"), ("cJf", ".tar.xz")] + [
+            ("cf", ".tar"),
+            ("--format=posix -czf", ".pax.tgz"),
+        ]:
+            out = tmp_path / f"cmd{suffix}"
+            command = ["tar", *flags.split(), str(out), "-C", str(tmp_path / "images"), "."]
+            if subprocess.run(command, capture_output=True).returncode == 0:  # no xz: skipped
+                specs.append(f"archive:{out}")
+        assert f"archive:{tmp_path / 'cmd.tar.gz'}" in specs
+    for spec in specs:
+        ds = data.load(spec, cache_dir=tmp_path / "c", progress=False)
+        assert ds.checksum == expected and not ds.cache_hit, spec
+
+
+# -- unusual images ------------------------------------------------------------------------------
+
+
+def encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+SIXTEEN = np.array([[0, 128, 129, 385, 386], [899, 900, 65406, 65407, 65535]], np.uint16)
+SIXTEEN_TO_8 = [[0, 0, 1, 1, 2], [3, 4, 254, 255, 255]]  # round(v / 257)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "image"),
+    [
+        ("PNG", Image.fromarray(SIXTEEN)),  # PIL mode I;16
+        ("TIFF", Image.fromarray(SIXTEEN)),
+        ("TIFF", Image.fromarray(SIXTEEN.astype(">u2"))),  # I;16B
+        ("PPM", Image.fromarray(SIXTEEN)),  # a 16-bit PGM opens as mode I
+    ],
+    ids=["png", "tiff", "tiff-big-endian", "pgm"],
+)
+def test_16_bit_greyscale_is_scaled_to_8_bits(
+    tmp_path: pathlib.Path, fmt: str, image: Image.Image
+) -> None:
+    """PIL's convert("L") clips 16-bit values to 255 instead of scaling them."""
+    root = tmp_path / "images"
+    (root / "all" / "a").mkdir(parents=True)
+    (root / "all" / "a" / "0.img").write_bytes(encode(image, fmt))
+    ds = data.load(f"folder:{root}", progress=False)
+    assert ds.splits["all"].x[0, :, :, 0].tolist() == SIXTEEN_TO_8
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind"), [("I", "integer 32-bit"), ("F", "floating-point 32-bit")]
+)
+def test_32_bit_greyscale_is_an_error(tmp_path: pathlib.Path, mode: str, kind: str) -> None:
+    root = tmp_path / "images"
+    (root / "all" / "a").mkdir(parents=True)
+    (root / "all" / "a" / "0.tif").write_bytes(
+        encode(Image.fromarray(SIXTEEN).convert(mode), "TIFF")
+    )
+    message = f"image 'all/a/0.tif' in folder:{root} has {kind} pixels \\(PIL mode '{mode}'\\)"
+    with pytest.raises(InputError, match=message):
+        data.load(f"folder:{root}", progress=False)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height RGB pixels and holds no pixel data."""
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "size"),
+    [(10000, 10000, "10000 x 10000 pixels"), (60000, 60000, "3600000000 pixels")],
+    ids=["warning-range", "error-range"],
+)
+def test_too_large_image_is_an_error(
+    tmp_path: pathlib.Path, width: int, height: int, size: str
+) -> None:
+    """Between PIL's limit and twice it, PIL only warns (DecompressionBombWarning)."""
+    make_folder(tmp_path / "images")
+    (tmp_path / "images" / "train" / "ant" / "big.png").write_bytes(png_header(width, height))
+    with pytest.raises(
+        InputError, match=f"image 'train/ant/big.png' in folder:.* too large: {size}"
+    ):
+        data.load(f"folder:{tmp_path / 'images'}", progress=False)
+
+
+# -- names with control characters ---------------------------------------------------------------
+
+
+def test_names_with_control_characters_give_one_line_errors(tmp_path: pathlib.Path) -> None:
+    """User paths, member and file names are shown escaped (as repr() does) in messages."""
+    odd = tmp_path / "odd\ndir\t"  # messages show its newline and tab escaped, as repr()
+    shown = re.escape(repr(str(odd))[1:-1])
+    (odd / "images" / "train" / "a\nb").mkdir(parents=True)
+    (odd / "images" / "train" / "a\nb" / "0\r.png").write_bytes(b"not an image")
+    problems = {
+        f"folder:{odd / 'images'}": r"cannot decode image 'train/a\\nb/0\\r\.png' in folder:",
+        f"folder:{odd / 'images' / 'train'}": r"unexpected file 'a\\nb/0\\r\.png' in folder:",
+        f"folder:{odd / 'missing'}": f"dataset folder '{shown}/missing' does not exist",
+        f"archive:{odd / 'missing'}": f"archive file '{shown}/missing' does not exist",
+        f"npz:{odd / 'missing'}": f"npz file '{shown}/missing' does not exist",
+        write_tar(odd / "n.tgz", {"train/x\ny.png": b""}): r"unexpected file 'train/x\\ny\.png'",
+        write_tar(odd / "c.tgz", {"test/a/0.png": b"", "\x1b[2J/b/0.png": b""}): (
+            f"in archive:{shown}/c.tgz: " + r"split '\\x1b\[2J' has no class \['a'\]"
+        ),
+    }
+    (odd / "bad.tar").write_bytes(plain_tar(DAMAGE_MEMBERS)[:BOUNDARY])
+    problems[f"archive:{odd / 'bad.tar'}"] = f"archive '{shown}/bad.tar' is damaged: "
+    np.savez(odd / "d.npz", **{"x_a\nb": np.zeros((1, 2)), "y_a\nb": [-1]})
+    problems[f"npz:{odd / 'd.npz'}"] = f"npz:{shown}/d.npz " + r"\[a\\nb\]: labels must lie"
+    for spec, problem in problems.items():
+        with pytest.raises(InputError, match=problem) as error:
+            data.load(spec, progress=False)
+        assert "\n" not in str(error.value) and "\r" not in str(error.value), spec
 
 
 # -- tfds ----------------------------------------------------------------------------------------
