@@ -141,7 +141,9 @@ def trunk(
         )
         h = bn(r)
         if keep_variance and i >= _KEEP_VARIANCE_FROM:
-            var = bn.get_variable("batch_stats", "var") + bn.epsilon  # after this step's update
+            # the running variance after this step's update, a constant for backprop (in the
+            # authors' PyTorch code running_var is a buffer, which carries no gradient)
+            var = jax.lax.stop_gradient(bn.get_variable("batch_stats", "var")) + bn.epsilon
             h = h * jnp.sqrt(var / var.mean()).reshape((1,) * (h.ndim - 1) + (-1,))
     return h, pre_pools
 

@@ -300,28 +300,37 @@ class _Static(NamedTuple):
     num_bits: int
     use_histogram: bool
     search_only: bool
-    cut: bool  # R < N
     num_db: int  # N, valid database items over all shards
     active: int = 0  # > 0: wide codes, queries as lists of at most this many set bits
+    more_r: tuple[int, ...] = ()  # further list depths whose AP is also computed
 
 
 _RECALL_LEVELS = np.linspace(0.0, 1.0, 11, dtype=np.float32)
 
 
-def _metrics(cfg: _Static, grp: _Groups, erel, prel, total, valid_q) -> dict:
-    """Per-query AP@R (3 normalisers), precision/recall@N, and query-summed P-R curves."""
-    r, at = cfg.r, cfg.at
+def _ap(cfg: _Static, grp: _Groups, prel, cum, total, r: int) -> dict:
+    """Per-query AP@r under the three normalisers from the expected per-position terms."""
     sum_r = jnp.sum(prel[:, :r], 1)
-    cum = jnp.cumsum(erel, 1)
     safe = jnp.maximum(total, 1.0)
     ap = {
         "relevant": jnp.where(total > 0, sum_r / safe, 0.0),
         "min": jnp.where(total > 0, sum_r / jnp.minimum(float(r), safe), 0.0),
     }
-    if cfg.tie == "exact" and cfg.cut:  # R < N: the tie group at R may be cut
+    if cfg.tie == "exact" and r < cfg.num_db:  # the tie group at r may be cut
         ap["retrieved"] = _ap_retrieved_exact(grp, prel, r)
     else:
         ap["retrieved"] = jnp.where(cum[:, r - 1] > 0, sum_r / jnp.maximum(cum[:, r - 1], 1e-30), 0)
+    return ap
+
+
+def _metrics(cfg: _Static, grp: _Groups, erel, prel, total, valid_q) -> dict:
+    """Per-query AP@R (3 normalisers; also at ``more_r``), precision/recall@N, and query-summed
+    P-R curves."""
+    at = cfg.at
+    cum = jnp.cumsum(erel, 1)
+    safe = jnp.maximum(total, 1.0)
+    ap = _ap(cfg, grp, prel, cum, total, cfg.r)
+    more = {r: _ap(cfg, grp, prel, cum, total, r) for r in cfg.more_r}
     idx = np.asarray(at, np.int32) - 1
     hits = cum[:, idx]  # expected number of relevant items in the top N (top-N score)
     pos = jnp.arange(1, erel.shape[1] + 1, dtype=jnp.float32)[None, :]
@@ -333,6 +342,7 @@ def _metrics(cfg: _Static, grp: _Groups, erel, prel, total, valid_q) -> dict:
     w = valid_q.astype(jnp.float32)[:, None]
     return {
         "ap": ap,
+        "ap_more": more,
         "hits_at": hits,
         "precision_at": hits / jnp.asarray(at, jnp.float32)[None, :],
         "recall_at": hits / safe[:, None],
@@ -620,6 +630,13 @@ def _ranks(at, n: int) -> tuple[int, ...]:
     return tuple(int(a) for a in at)
 
 
+def _ranks_or_all(depths) -> tuple:
+    """``more_R`` checked as a sequence (its items are checked by :func:`_depth`)."""
+    if isinstance(depths, str) or not isinstance(depths, Sequence | np.ndarray):
+        raise InputError(f"more_R must be a sequence of list depths, got {depths!r}")
+    return tuple(depths)
+
+
 def _warn_if_all_relevant(yq: np.ndarray, yb: np.ndarray) -> None:
     if np.all(yb == yb[0]) and np.all(yq == yb[0]):
         warnings.warn(
@@ -717,6 +734,7 @@ def evaluate(
     normaliser: str = "retrieved",
     tie: str = "exact",
     at: Sequence[int] = (),
+    more_R: Sequence[int] = (),  # noqa: N803
     seed: int = 0,
     chunk_size: int | None = None,
     mesh: Mesh | None = None,
@@ -736,13 +754,16 @@ def evaluate(
       normaliser: which AP normaliser ``"map"`` reports (all three are in ``"ap"``).
       tie: "exact" (expected value over tie orders), "random" (seeded) or "stable".
       at: ranks N for precision@N, recall@N and the top-N score (each <= N).
+      more_R: further list depths R' whose mAP@R' (every normaliser) is computed in the same
+        pass, e.g. (20, 50, 100) for Lagani's table (returned in ``map_at``).
       seed: permutation seed for ``tie="random"``.
       chunk_size: queries per kernel call (default: keeps a chunk's distances near 64 MB).
       mesh: a 1-D device mesh with axis "db" (see :func:`database_mesh`) to shard the database.
 
     Returns:
       dict with ``map`` (mean AP@R under ``normaliser``), ``ap`` {normaliser: (nq,) per-query AP},
-      ``map_by_normaliser``, ``precision_at`` / ``recall_at`` / ``top_n_score`` {N: mean},
+      ``map_by_normaliser``, ``map_at`` {R': {normaliser: mean}},
+      ``precision_at`` / ``recall_at`` / ``top_n_score`` {N: mean},
       ``pr_curve`` {"precision", "recall": (depth,) means over queries at every rank},
       ``pr11`` (11,) interpolated precision at recall 0, 0.1, ..., 1, and the settings used.
 
@@ -761,11 +782,12 @@ def evaluate(
     r = _depth(R, n)
     _warn_if_all_relevant(yq, yb)
     at = _ranks(at, n)
-    depth = max((r,) + at)
+    more_r = tuple(dict.fromkeys(_depth(d, n) for d in _ranks_or_all(more_R)))
+    depth = max((r,) + at + more_r)
     num_bits = 32 * xb.shape[1]
     use_hist = metric in BIT_METRICS and tie == "exact" and num_bits + 1 <= _MAX_BINS
     active = _max_active(metric, xq, num_bits)
-    cfg = _Static(metric, tie, r, depth, at or (r,), num_bits, use_hist, False, r < n, n, active)
+    cfg = _Static(metric, tie, r, depth, at or (r,), num_bits, use_hist, False, n, active, more_r)
     _, results = _run(
         cfg, xq, yq, xb, yb, chunk_size=chunk_size, mesh=mesh, seed=seed, progress=progress
     )
@@ -773,11 +795,17 @@ def evaluate(
     per_query = ("hits_at", "pr11", "precision_at", "recall_at", "num_relevant")
     cat = {k: np.concatenate([o[k] for o in results])[:nq] for k in per_query}
     ap = {k: np.concatenate([o["ap"][k] for o in results])[:nq] for k in NORMALISERS}
+
+    def mean_ap(d: int, k: str) -> float:
+        return float(np.concatenate([o["ap_more"][d][k] for o in results])[:nq].mean())
+
+    map_at = {d: {k: mean_ap(d, k) for k in NORMALISERS} for d in more_r}
     curve = {k: sum(o[f"{k}_curve_sum"] for o in results) / nq for k in ("precision", "recall")}
     return {
         "map": float(ap[normaliser].mean()),
         "ap": ap,
         "map_by_normaliser": {k: float(v.mean()) for k, v in ap.items()},
+        "map_at": map_at,
         "precision_at": {a: float(cat["precision_at"][:, i].mean()) for i, a in enumerate(at)},
         "recall_at": {a: float(cat["recall_at"][:, i].mean()) for i, a in enumerate(at)},
         "top_n_score": {a: float(cat["hits_at"][:, i].mean()) for i, a in enumerate(at)},
@@ -815,7 +843,7 @@ def search(
     k = int(k)
     num_bits = 32 * xb.shape[1]
     active = _max_active(metric, xq, num_bits)
-    cfg = _Static(metric, tie, k, k, (k,), num_bits, False, True, False, xb.shape[0], active)
+    cfg = _Static(metric, tie, k, k, (k,), num_bits, False, True, xb.shape[0], active)
     zq, zb = np.zeros(xq.shape[0], np.int32), np.zeros(xb.shape[0], np.int32)
     perm, results = _run(
         cfg, xq, zq, xb, zb, chunk_size=chunk_size, mesh=mesh, seed=seed, progress=False

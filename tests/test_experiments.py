@@ -209,7 +209,7 @@ def test_hpca_experiment_runs_and_resumes(tmp_path, monkeypatch):
             "num_validation": 32,
             "regimes": (25, 100),
             "layers": (2, 5),
-            "methods": ("none", "vae", "hpca"),
+            "methods": ("none", "none_full", "vae", "hpca"),
             "seeds": (0,),
             "hebbian": cfg["hebbian"] | {"epochs": 1, "batch": 16},
             "vae": cfg["vae"] | {"epochs": 1, "batch": 16},
@@ -223,15 +223,20 @@ def test_hpca_experiment_runs_and_resumes(tmp_path, monkeypatch):
     assert script.main([*argv, "--checkpoints", str(ckpt)]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     rows = record["metrics"]["rows"]
+    methods = ("none", "none_full", "vae", "hpca")
     assert [(r["regime"], r["method"], r["layer"]) for r in rows] == [
-        (p, m, layer) for p in (25, 100) for m in ("none", "vae", "hpca") for layer in (2, 5)
+        (p, m, layer) for p in (25, 100) for m in methods for layer in (2, 5)
     ]
     assert [r["labelled"] for r in rows[:1] + rows[-1:]] == [16, 64]  # of 64 training images
-    assert all(0 <= r[m] <= 100 for r in rows for m in ("map", "map_nystroem", "map_all"))
+    for r in rows:  # Table 1's metric is mAP@k, k = min(100, database of 64) = 50 here
+        assert r["map"] == r["map_at"]["50"] and r["map_R"] == r["map_by_normaliser"]["min"]
+    full = [r for r in rows if r["method"] == "none_full"]  # one network a regime, every layer
+    assert full[0]["val_accuracy_history"] == full[1]["val_accuracy_history"]
     summary = record["metrics"]["summary"]
-    assert len(summary) == 6 and all(s["layers"][0] in (2, 5) for s in summary)
+    assert len(summary) == 8 and all(s["layers"][0] in (2, 5) for s in summary)
     table = out.with_suffix(".md").read_text()
     assert "| HPCA |" in table and "[27.29]" in table and "[80.01]" in table  # paper, 25 / 100 %
+    assert "| None (full net) |" in table and "mAP@100" in table
     assert (ckpt / "seed0" / "hpca_lr0.001_b16_kv").is_dir() and (ckpt / "seed0" / "vae").is_dir()
     timing = record["metrics"]["timing"]
     assert timing["hpca_epochs_restored"] == [0] and len(timing["hebbian_epoch_s"]) == 1
@@ -249,6 +254,7 @@ def test_hpca_experiment_runs_and_resumes(tmp_path, monkeypatch):
         raise AssertionError("a finished row was trained again")
 
     monkeypatch.setattr(script.layerwise, "evaluate_layer", fail)
+    monkeypatch.setattr(script.layerwise, "evaluate_full_network", fail)
     monkeypatch.setattr(script.hpca, "pretrain", fail)
     assert script.main([*argv, "--checkpoints", str(ckpt)]) == 0
     again = json.loads(out.with_suffix(".json").read_text())

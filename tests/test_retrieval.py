@@ -439,3 +439,28 @@ def test_wide_code_chunks_are_bounded():
     assert rt._chunk_size(cfg, 50_000, 960, None) * 50_000 * 16 <= 2**24
     dense = cfg._replace(active=0)
     assert rt._chunk_size(dense, 50_000, 960, None) == 1
+
+
+def test_map_at_several_depths_in_one_pass_hand_example():
+    """One query; database ranked by distance 1..6 with relevance 1 0 1 0 0 1 (3 relevant):
+    AP@2 (min) = 1 / min(2, 3) = 1/2; AP@4 (min) = (1 + 2/3) / 3; AP@4 (retrieved) = (1 + 2/3) / 2
+    (Lagani's MAPMetric is the 'min' normaliser)."""
+    xb = np.arange(1, 7, dtype=np.float32)[:, None]
+    yb = np.array([1, 0, 1, 0, 0, 1])
+    out = rt.evaluate(np.zeros((1, 1)), xb, [1], yb, metric="sqeuclidean", R=6, more_R=(2, 4))
+    assert out["map_at"][2]["min"] == pytest.approx(0.5)
+    assert out["map_at"][4]["min"] == pytest.approx((1 + 2 / 3) / 3)
+    assert out["map_at"][4]["retrieved"] == pytest.approx((1 + 2 / 3) / 2)
+    assert out["map_by_normaliser"]["relevant"] == pytest.approx((1 + 2 / 3 + 3 / 6) / 3)
+    for r in (2, 4):  # the same as separate calls
+        alone = rt.evaluate(np.zeros((1, 1)), xb, [1], yb, metric="sqeuclidean", R=r)
+        assert out["map_at"][r] == pytest.approx(alone["map_by_normaliser"])
+
+
+def test_map_at_several_depths_with_ties_matches_separate_calls():
+    rng = np.random.default_rng(12)
+    xq, xb, yq, yb = tied_features(rng, 9, 60)
+    out = rt.evaluate(xq, xb, yq, yb, metric="manhattan", R=40, more_R=(5, 20, "all"))
+    for r in (5, 20, 60):
+        alone = rt.evaluate(xq, xb, yq, yb, metric="manhattan", R=r)["map_by_normaliser"]
+        assert out["map_at"][r] == pytest.approx(alone, abs=1e-6)
