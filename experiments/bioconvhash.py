@@ -1,6 +1,6 @@
 """Reproduce BioConvHash (Ryali et al. §2.4): Table 2's row, Table 6 (shadows), Table 3 (k_CI).
 
-    python experiments/bioconvhash.py --experiment table2 [--quick] [--dataset SPEC] [--seed 0]
+    python experiments/bioconvhash.py --experiment table2 [--quick] [--dataset DATASET] [--seed 0]
 
 The filters are learned once per kernel size and the conv features computed once per k_CI; a
 BioHash layer is then trained on the database features for every hash length k. Writes

@@ -1,6 +1,6 @@
 """Reproduce BioHash's tables (Ryali et al.): hashing mAP on raw pixels, methods x hash length.
 
-    python experiments/biohash.py --experiment table2 [--quick] [--dataset SPEC] [--seed 0]
+    python experiments/biohash.py --experiment table2 [--quick] [--dataset DATASET] [--seed 0]
 
 Writes ``results/biohash_<experiment>[_quick].json`` (results record) and ``.md`` (our mAP with
 the paper's in brackets). See experiments/configs/biohash.py for the settings of each experiment.

@@ -1,4 +1,6 @@
-"""BioConvHash's convolutional front end (Ryali et al., seed 001 §2.4 and appendix D).
+"""BioConvHash's convolutional front end (Ryali et al. 2020, §2.4 and appendix D).
+
+See docs/biohash.md §BioConvHash.
 
 Filters: for each kernel size K, F filters of shape (K, K, C), the rows of ``W`` (F, K*K*C) in
 (row, column, channel) order, learned with the Krotov-Hopfield rule (BioHash eq. 1,

@@ -1,8 +1,8 @@
 """The Krotov-Hopfield learning rule that trains BioHash's hash layer, as pure jitted functions.
 
-Weights ``W`` (m, d), one row per hidden unit mu; a minibatch ``X`` (B, d). BioHash (Ryali et al.,
-seed 001) eqs. (1)-(2), after Krotov & Hopfield (2019) and their reference notebook
-(DimaKrotov/Biological_Learning):
+Weights ``W`` (m, d), one row per hidden unit mu; a minibatch ``X`` (B, d). BioHash (Ryali et al.
+2020, eqs. (1)-(2); docs/biohash.md §Learning rule), after Krotov & Hopfield (2019) and their
+reference notebook (DimaKrotov/Biological_Learning):
 
 - currents ``I_muA = <W_mu, x_A>_mu = sum_i sign(W_mu,i) |W_mu,i|^(p-1) x_Ai`` (eq. 1's inner
   product with metric ``eta_ij = |W_mu,i|^(p-2) delta_ij``; for p = 2 it is ``X @ W.T``);
@@ -11,7 +11,7 @@ seed 001) eqs. (1)-(2), after Krotov & Hopfield (2019) and their reference noteb
 - eq. (1) summed over the minibatch: ``dW = G X - (sum_A G_muA I_muA)[:, None] * W``;
 - the notebook's step: ``W <- W + eps_t * dW / max(max|dW|, precision)``, with
   ``eps_t = eps0 * (1 - t / Tmax)`` at epoch t; weights converge to the unit p-sphere, and
-  training stops when the mean row p-norm falls below 1.06 (seed 001, appendix D).
+  training stops when the mean row p-norm falls below 1.06 (Ryali et al. 2020, appendix D).
 
 Speed: only the units that win (or rank r) for some sample of the minibatch have a nonzero row in
 ``dW``, so when those K = B (2 B with Delta != 0) (sample, unit) pairs are fewer than m, a step
@@ -50,7 +50,7 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 class RuleConfig(NamedTuple):
-    """Hyperparameters of the learning rule (defaults: seed 001, appendix D)."""
+    """Hyperparameters of the learning rule (defaults: Ryali et al. 2020, appendix D)."""
 
     p: float = 2.0  # p-norm of the metric <W_mu, x>_mu = sum_i sign(W_mu,i)|W_mu,i|^(p-1) x_i
     delta: float = 0.0  # anti-Hebbian strength (g = -delta for the unit of rank r)
@@ -336,7 +336,7 @@ def train(
     ``W0 ~ N(0, 1)`` of shape (m, d) drawn from ``key`` (or ``init``); epoch t = 0, 1, ...
     shuffles ``x`` with ``fold_in(key, t)`` and runs :func:`epoch` with
     ``eps_t = eps0 * (1 - t / tmax)``. Stops after the first epoch whose mean row p-norm is below
-    ``cfg.norm_target`` (1.06, seed 001 appendix D), or after ``min(max_epochs, tmax)`` epochs
+    ``cfg.norm_target`` (1.06, Ryali et al. appendix D), or after ``min(max_epochs, tmax)`` epochs
     (eps_t reaches 0 at t = tmax). ``x`` is used as given: centre it first (BioHash centres by the
     training mean). Deterministic given ``key``.
 

@@ -1,4 +1,4 @@
-"""Lagani et al.'s 6-layer CNN (seed 000 Fig. 1; ../shared/SPEC.md §2), in Flax linen.
+"""Lagani et al.'s 6-layer CNN (2022, Fig. 1; docs/hebbian_pca.md §Network), in Flax linen.
 
     input 32x32x3
     conv1 5x5  3->96,   ReLU, max-pool 2, BN   -> 14x14x96
@@ -59,7 +59,7 @@ LAYERS = (
 IMAGE_SHAPE = (32, 32, 3)
 _KEEP_VARIANCE_FROM = 2  # bn3, bn4, bn5 (the authors' model_6l)
 _INITS = {
-    # Xavier (Glorot) uniform for supervised training (SPEC §2)
+    # Xavier (Glorot) uniform for supervised training (Lagani et al. 2022, §4.3)
     "xavier": nn.initializers.xavier_uniform(),
     # uniform in +-1/sqrt(fan_in) for the Hebbian phase: variance_scaling(1/3) has limit
     # sqrt(3 * (1/3) / fan_in)

@@ -1,11 +1,11 @@
-"""Supervised training of :class:`hebbret.convnet.Net` on the labelled images (SPEC §2).
+"""Supervised training of :class:`hebbret.convnet.Net` on the labelled images.
 
-Lagani et al.'s recipe: end-to-end SGD, batch 64, Nesterov momentum 0.9, L2 weight decay
-(5e-2 on CIFAR-10, 1e-2 on CIFAR-100; added to the gradient as PyTorch's ``weight_decay`` does),
-cross-entropy, dropout 0.5 before the head, 20 epochs with the learning rate 1e-3 constant for
-10 epochs and then halved every 2 epochs (the paper's text; the authors' code halves it every
-epoch from 10 to 19), and early stopping on validation accuracy: the returned variables are those
-of the epoch with the best validation accuracy.
+Lagani et al.'s recipe (2022, §4.3; docs/hebbian_pca.md §Training): end-to-end SGD, batch 64,
+Nesterov momentum 0.9, L2 weight decay (5e-2 on CIFAR-10, 1e-2 on CIFAR-100; added to the gradient
+as PyTorch's ``weight_decay`` does), cross-entropy, dropout 0.5 before the head, 20 epochs with the
+learning rate 1e-3 constant for 10 epochs and then halved every 2 epochs (the paper's text; the
+authors' code halves it every epoch from 10 to 19), and early stopping on validation accuracy: the
+returned variables are those of the epoch with the best validation accuracy.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from hebbret.errors import InputError
 
 
 class FinetuneConfig(NamedTuple):
-    """Supervised phase hyperparameters (SPEC §2)."""
+    """Supervised phase hyperparameters (Lagani et al. 2022, §4.3)."""
 
     epochs: int = 20
     batch: int = 64

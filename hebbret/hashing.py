@@ -2,8 +2,8 @@
 
 Every method is a :class:`Hasher`: a pair of pure functions ``fit(x_train, cfg) -> params`` (a
 NamedTuple of arrays, including the training mean) and ``encode(params, x) -> Codes``. The methods
-are those of BioHash's comparison (Ryali et al., seed 001 §3.3 and appendix D; ../shared/SPEC.md
-§1), with the paper's settings as defaults:
+are those of BioHash's comparison (Ryali et al. 2020, §3.3 and appendix D; docs/biohash.md
+§Baselines), with the paper's settings as defaults:
 
 =================  ======  =====================================================================
 name               sparse  code of a (centred) input x
@@ -21,7 +21,7 @@ name               sparse  code of a (centred) input x
 Every method centres its inputs by the training mean (BioHash appendix D: "the training / retrieval
 database was centered; queries were also centered using the mean computed on the training set"),
 FlyHash included. The mean and the PCA covariance are accumulated in float64 (a float32 sum over
-CIFAR-10's 51M pixels is visibly wrong, SPEC §1).
+CIFAR-10's 51M pixels is visibly wrong, docs/biohash.md §Learning rule).
 
 Codes: dense methods give L = k bits; sparse ones (BioHash, FlyHash) give L = m bits with exactly k
 ones a row, plus the sorted indices of the k active units (storage k log2(m) bits). Dense bits are

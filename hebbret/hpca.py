@@ -1,4 +1,4 @@
-"""Hebbian PCA (Lagani et al., seed 000 eq. 2; ../shared/SPEC.md §2) for dense and conv layers.
+"""Hebbian PCA (Lagani et al. 2022, eq. 2; docs/hebbian_pca.md) for dense and conv layers.
 
 The nonlinear Hebbian PCA rule (Sanger's generalised Hebbian algorithm with an activation f), for
 neurons i = 1..n with weight vectors w_i, input x and ``y_i = w_i . x``:
@@ -41,7 +41,8 @@ _AXIS = "data"
 
 
 class HebbianConfig(NamedTuple):
-    """Hebbian phase (SPEC §2): plain SGD with ``lr``, ``epochs`` passes in minibatches."""
+    """Hebbian phase (docs/hebbian_pca.md §Learning rule): plain SGD with ``lr``, ``epochs``
+    passes in minibatches."""
 
     lr: float = 1e-3
     epochs: int = 20

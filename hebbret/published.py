@@ -1,4 +1,8 @@
-"""Published numbers (../shared/SPEC.md), to print next to ours. Percent unless noted."""
+"""Published numbers, to print next to ours. Percent unless noted.
+
+Sources and context: docs/biohash.md (Ryali et al. 2020) and docs/hebbian_pca.md (Lagani et al.
+2022).
+"""
 
 BIOHASH_KS = (2, 4, 8, 16, 32, 64)
 

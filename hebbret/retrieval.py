@@ -6,8 +6,9 @@ never exists at once and nothing recompiles from chunk to chunk. The database ca
 devices: each shard ranks its own items, the shards' candidate lists are merged, and the result
 equals the single-device one (``mesh=`` argument; tested on 8 simulated CPU devices).
 
-Vocabulary (../shared/SPEC.md §0): ``xq`` (nq, d) queries, ``xb`` (N, d) database, relevance = same
-label. ``AP@R = (1 / Z) * sum_{l<=R} P(l) rel(l)`` (BioHash eq. 12) with the normaliser ``Z``:
+Vocabulary (docs/README.md §Vocabulary): ``xq`` (nq, d) queries, ``xb`` (N, d) database,
+relevance = same label. ``AP@R = (1 / Z) * sum_{l<=R} P(l) rel(l)`` (BioHash eq. 12) with the
+normaliser ``Z``:
 
 - ``"retrieved"``: relevant items inside the top R (hashing literature, BioHash; AP = 0 if none);
 - ``"relevant"``: all relevant items in the database (Tzelepi eq. 18, mAP@All code);

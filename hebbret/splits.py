@@ -1,7 +1,7 @@
 """Protocol splits: pure, seeded functions of labels / sizes that return index arrays.
 
 Image folders arrive sorted by class, and with a "stable by index" tie order that leaks labels
-(../shared/SPEC.md §0), so every split returns its database in a seeded random order.
+(docs/README.md §Vocabulary, ties), so every split returns its database in a seeded random order.
 
 - :func:`per_class_queries`: n random items per class are queries, the rest the database (BioHash:
   1,000 per class on CIFAR-10, 100 per class on MNIST).
@@ -141,8 +141,9 @@ def class_query_protocol(
     validation: int | None = None,
     shadows: bool = False,
 ) -> Protocol:
-    """BioHash's protocols (seed 001 §3.2): ``queries_per_class`` random items of every class are
-    the queries, the rest both training set and database.
+    """BioHash's protocols (Ryali et al. 2020, §3.2; docs/biohash.md §Protocols):
+    ``queries_per_class`` random items of every class are the queries, the rest both training
+    set and database.
 
     Args:
       ds: the dataset (all splits pooled).

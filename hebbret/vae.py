@@ -1,4 +1,4 @@
-"""beta-VAE pre-training baseline of Lagani et al. (§3; ../shared/SPEC.md §2), in Flax linen.
+"""beta-VAE pre-training baseline of Lagani et al. 2022 (§4.3; docs/hebbian_pca.md §Training).
 
 The encoder is exactly layers 1-5 of :class:`hebbret.convnet.Net` (same submodule names, same
 kernels, batch norms and initialisation), followed by a dense layer ``latent`` to the mean and
@@ -39,9 +39,9 @@ from hebbret.hpca import _progress
 
 
 class VAEConfig(NamedTuple):
-    """beta-VAE pre-training (SPEC §2): KL weight ``beta``, ``epochs`` passes over the images in
-    minibatches of ``batch``, Adam with learning rate ``lr`` (the SPEC leaves the optimiser
-    open; Adam is our choice), ``latents`` Gaussian latent variables."""
+    """beta-VAE pre-training (docs/hebbian_pca.md §Training): KL weight ``beta``, ``epochs``
+    passes over the images in minibatches of ``batch``, Adam with learning rate ``lr`` (the paper
+    leaves the optimiser open; Adam is our choice), ``latents`` Gaussian latent variables."""
 
     beta: float = 0.5
     epochs: int = 20
@@ -125,7 +125,7 @@ def loss(
     logvar: jax.Array,
     beta: float | jax.Array,
 ) -> jax.Array:
-    """beta-VAE loss (Lagani et al. §3 / SPEC §2: MSE + beta * KL), a scalar.
+    """beta-VAE loss (Lagani et al. 2022 §4.3: MSE + beta * KL), a scalar.
 
     With B images, reconstruction x^_b and (standardised) target x_b of P = H*W*C pixels, and
     latent means mu_bj and log-variances lv_bj:
@@ -189,7 +189,7 @@ def pretrain_vae(
     checkpoint_dir: str | pathlib.Path | None = None,
     progress: bool = True,
 ) -> tuple[dict, list[float]]:
-    """beta-VAE pre-training of layers 1-5 (Lagani et al. §3 / SPEC §2) on unlabelled images.
+    """beta-VAE pre-training of layers 1-5 (Lagani et al. 2022 §4.3) on unlabelled images.
 
     Xavier-initialised :class:`VAE` variables (from ``key``); epoch t shuffles the images with
     ``fold_in(key, t)`` and takes one Adam step on :func:`loss` (beta = ``cfg.beta``) per full

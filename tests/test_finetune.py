@@ -11,7 +11,7 @@ from hebbret.errors import InputError
 
 
 def test_layer_shapes_and_feature_dims():
-    """SPEC §2: 14x14x96, 12x12x128, 5x5x192, 3x3x256 (2,304), 4,096."""
+    """docs/hebbian_pca.md §Network: 14x14x96, 12x12x128, 5x5x192, 3x3x256 (2,304), 4,096."""
     assert [convnet.feature_dim(depth) for depth in range(1, 6)] == [
         14 * 14 * 96, 12 * 12 * 128, 5 * 5 * 192, 2304, 4096,
     ]  # fmt: skip

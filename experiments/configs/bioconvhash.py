@@ -1,4 +1,4 @@
-"""BioConvHash experiments (Ryali et al. §2.4, appendix B and D; ../shared/SPEC.md §1).
+"""BioConvHash experiments (Ryali et al. 2020, §2.4, appendices B and D; docs/biohash.md).
 
 Commands (from the repository root):
 

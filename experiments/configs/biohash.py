@@ -1,4 +1,4 @@
-"""BioHash experiments (Ryali et al.; ../shared/SPEC.md §1). One config per table.
+"""BioHash experiments (Ryali et al. 2020; docs/biohash.md). One config per table.
 
 Commands (from the repository root; --quick shrinks everything for a 2-core CPU):
 
