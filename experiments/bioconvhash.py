@@ -323,8 +323,7 @@ def report(args, cfg, proto, rows, info, seconds) -> str:
         for k in ks:
             hit = [r for r in rows if (r["method"], r.get("k_ci"), r["k"]) == (method, k_ci, k)]
             text = f"{hit[0][qs]:.2f}" if hit else ""
-            paper_key = compare.DISPLAY_NAMES[method].lower()
-            ref = _paper(cfg, paper_key, k, qs == "shadows", k_ci if sweep else None)
+            ref = _paper(cfg, method, k, qs == "shadows", k_ci if sweep else None)
             cells.append(text + (f" ({ref:.2f})" if ref is not None else ""))
         name = compare.DISPLAY_NAMES[method] + (" (pixels)" if method == "biohash" else "")
         name += f", k_CI = {k_ci}" if sweep else ""

@@ -74,15 +74,8 @@ class Codes(NamedTuple):
 
     @property
     def packed(self) -> np.ndarray:
-        """(n, ceil(L / 32)) uint32, exactly :func:`hebbret.retrieval.pack_bits` of ``bits``."""
-        if self.active is None:
-            return retrieval.pack_bits(self.bits)
-        n, length = self.bits.shape  # sparse: set k bits a row straight from the indices
-        words = np.zeros((n, -(-length // 32)), np.uint32)
-        rows = np.broadcast_to(np.arange(n)[:, None], self.active.shape)
-        values = np.left_shift(np.uint32(1), (self.active % 32).astype(np.uint32))
-        np.bitwise_or.at(words, (rows, self.active // 32), values)
-        return words
+        """(n, ceil(L / 32)) uint32: :func:`hebbret.retrieval.pack_bits` of ``bits``."""
+        return retrieval.pack_bits(self.bits)
 
 
 class HashConfig(NamedTuple):

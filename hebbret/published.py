@@ -51,13 +51,6 @@ BIOCONVHASH_CIFAR10_TABLE3 = {  # mAP@1000, F = 400
     25: (20.30, 22.73, 24.73, 26.20),
     100: (17.84, 18.82, 20.51, 23.57),
 }
-BIOCONVHASH_MNIST_TABLE3 = {  # mAP@All, F = 500
-    1: (56.16, 66.23, 71.20, 73.41),
-    5: (58.13, 70.88, 75.92, 79.33),
-    10: (64.49, 70.54, 77.25, 80.34),
-    25: (56.52, 64.65, 68.95, 74.52),
-    100: (23.83, 32.28, 39.14, 46.12),
-}
 
 # Lagani et al., Tables 1 and 2: mAP by labelled fraction (percent), for no pre-training, beta-VAE
 # and HPCA pre-training, each at its best layer (chosen on validation).
