@@ -41,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from hebbret import bioconv, biohash, hashing
@@ -95,3 +96,10 @@ def hash_config(dataset_spec: str, k: int = 1, **overrides: Any) -> hashing.Hash
             f"{', '.join(hashing.HashConfig._fields)}"
         )
     return cfg._replace(**overrides)
+
+
+def cifar10_spec() -> str:
+    """The experiments' CIFAR-10: ``cifar10`` through tfds, or an offline image-folder archive of
+    it named by ``$HEBBRET_CIFAR10_ARCHIVE`` (``archive:PATH``); ``--dataset`` overrides either."""
+    path = os.environ.get("HEBBRET_CIFAR10_ARCHIVE")
+    return f"archive:{path}" if path else "cifar10"

@@ -12,13 +12,15 @@ Commands (from the repository root; --quick shrinks everything for a 2-core CPU)
 Paper numbers: hebbret.published.
 """
 
+from hebbret.presets import cifar10_spec
+
 METHODS = ("lsh", "pcahash", "sh", "itq", "flyhash", "naivebiohash", "biohash")
 
 
 def get_config(experiment: str, quick: bool = False) -> dict:
     """Settings for one experiment; ``quick`` keeps the protocol but shrinks its size."""
     cifar = {
-        "dataset": "archive:../shared/data/cifar10-jpeg.tar.gz",
+        "dataset": cifar10_spec(),
         "queries_per_class": 1000,
         "R": 1000,
         "activity": 0.005,

@@ -20,13 +20,15 @@ stopping and layer choice, a 10,000-image database (R = 1,000) and 2,000 test qu
 at 10 %, which still shows the paper's crossover region.
 """
 
+from hebbret.presets import cifar10_spec
+
 PAPER_FINETUNE = {"epochs": 20, "batch": 64, "lr": 1e-3, "hold": 10, "halve_every": 2}
 
 
 def get_config(experiment: str = "cifar10", quick: bool = False) -> dict:
     """Settings for one experiment; ``quick`` shrinks the epochs, seeds, regimes and sets."""
     cifar10 = {
-        "dataset": "archive:../shared/data/cifar10-jpeg.tar.gz",
+        "dataset": cifar10_spec(),
         "num_validation": 10_000,
         "regimes": (1, 2, 3, 4, 5, 10, 25, 100),
         "layers": (1, 2, 3, 4, 5),
