@@ -1,4 +1,4 @@
-"""Images/s of BioConvHash's feature map (hebbret.bioconv.feature_map, jitted) vs numpy.
+"""Images/s of BioConvHash's feature map (hebbret.hashing.bioconv.feature_map, jitted) vs numpy.
 
 The computation (Ryali et al. §2.4, appendix D): per kernel size K, patch-normalised currents of F
 filters on every K x K patch (stride 1), cross-channel inhibition (top k_CI of F), max-pool 7
@@ -29,8 +29,8 @@ import jax
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from hebbret import bioconv
 from hebbret.files import atomic_write_text
+from hebbret.hashing import bioconv
 from hebbret.results import git_revision
 
 CASES = {

@@ -1,4 +1,4 @@
-"""Epochs/s of hebbret.biohash.epoch (jitted lax.scan) vs plain vectorised numpy, same update.
+"""Epochs/s of hebbret.rules.biohash.epoch (jitted lax.scan) vs plain vectorised numpy, same update.
 
 One epoch = n // 100 minibatch steps of 100 rows over the same seeded N(0, 1) data (n = 5,000 by
 default, so 50 steps), from the same N(0, 1) initial weights, at CIFAR size m = 3200 units,
@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hebbret import biohash
 from hebbret.files import atomic_write_text
+from hebbret.rules import biohash
 
 SEED, EPS = 0, 0.02
 CASES = {  # name: (RuleConfig, description)

@@ -1,4 +1,4 @@
-"""Images/s of one Hebbian PCA step on the 6-layer net (hebbret.hpca, jitted) vs numpy, and the
+"""Images/s of one Hebbian PCA step on the 6-layer net (rules.hpca, jitted) vs numpy, and the
 wall time of the hpca protocol estimated from throughputs measured on this machine.
 
 Compared: ``hpca._step_fn(model)`` (standardise, training-mode forward pass, eq. 2 on all
@@ -39,8 +39,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hebbret import convnet, data, finetune, hpca, results, vae
+from hebbret import data, results
 from hebbret.files import atomic_write_text
+from hebbret.nets import convnet, finetune, vae
+from hebbret.rules import hpca
 
 BATCH, SEED, LR, EPOCH_IMAGES = 64, 0, 1e-3, 40_000
 CONFIG = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs" / "hpca.py"

@@ -26,21 +26,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from configs.bioconvhash import get_config  # noqa: E402
 
-from hebbret import (  # noqa: E402
-    bioconv,
-    biohash,
-    compare,
-    data,
-    files,
-    hashing,
-    perturb,
-    plots,
-    published,
-    results,
-    retrieval,
-    splits,
-)
+from hebbret import data, files, hashing, perturb, plots, published, results, retrieval
+from hebbret.data import splits  # noqa: E402
 from hebbret.errors import run_command  # noqa: E402
+from hebbret.hashing import bioconv  # noqa: E402
+from hebbret.pipelines import compare
+from hebbret.rules import biohash
 
 
 def _map(method: str, params, xq: np.ndarray, cb: hashing.Codes, proto) -> float:

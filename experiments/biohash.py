@@ -18,12 +18,15 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from configs.biohash import get_config  # noqa: E402
 
-from hebbret import biohash, compare, data, files, hashing, plots, published, results, splits  # noqa: E402
+from hebbret import data, files, hashing, plots, published, results  # noqa: E402
+from hebbret.data import splits  # noqa: E402
 from hebbret.errors import run_command  # noqa: E402
+from hebbret.pipelines import compare  # noqa: E402
+from hebbret.rules import biohash  # noqa: E402
 
 
 def build_protocol(ds: data.Dataset, cfg: dict, seed: int) -> splits.Protocol:
-    """The experiment's protocol (:func:`hebbret.splits.class_query_protocol`)."""
+    """The experiment's protocol (:func:`hebbret.data.splits.class_query_protocol`)."""
     return splits.class_query_protocol(
         ds,
         cfg["queries_per_class"],

@@ -26,21 +26,11 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from configs.hpca import get_config  # noqa: E402
 
-from hebbret import (  # noqa: E402
-    biohash,
-    checkpoints,
-    convnet,
-    data,
-    files,
-    finetune,
-    hpca,
-    layerwise,
-    published,
-    results,
-    splits,
-    vae,
-)
+from hebbret import checkpoints, data, files, published, results
+from hebbret.data import splits
 from hebbret.errors import InputError, run_command  # noqa: E402
+from hebbret.nets import convnet, finetune, layerwise, vae
+from hebbret.rules import biohash, hpca  # noqa: E402
 
 NAMES = {
     "none": "None (head on L)",  # the paper's text: a fresh head on layer L, trained from scratch

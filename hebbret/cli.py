@@ -21,8 +21,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hebbret import compare, data, files, hashing, presets, results, retrieval, splits
+from hebbret import data, files, hashing, results, retrieval
+from hebbret.data import presets, splits
 from hebbret.errors import InputError, check_seed, run_command
+from hebbret.pipelines import compare
 
 
 def _positive_ints(text: str) -> tuple[int, ...]:

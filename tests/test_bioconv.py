@@ -5,8 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-from hebbret import bioconv, biohash
 from hebbret.errors import InputError
+from hebbret.hashing import bioconv
+from hebbret.rules import biohash
 
 
 def patch_loop(images, w, k):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hebbret import InputError
-from hebbret import biohash as bh
+from hebbret.rules import biohash as bh
 
 TOL = 1e-5
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hebbret import convnet, finetune, layerwise
 from hebbret.errors import InputError
+from hebbret.nets import convnet, finetune, layerwise
 
 
 def test_layer_shapes_and_feature_dims():

@@ -34,9 +34,10 @@ import pytest
 from PIL import Image
 from test_retrieval import np_exact_fixed, np_exact_retrieved
 
-from hebbret import biohash, cli, data, hashing
+from hebbret import cli, data, hashing
 from hebbret import retrieval as rt
 from hebbret.errors import InputError
+from hebbret.rules import biohash
 
 OK, ERROR, EITHER = "ok", "error", "either"
 ATOL = 1e-4

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-from hebbret import bioconv, biohash, hashing, retrieval
+from hebbret import hashing, retrieval
 from hebbret.errors import InputError
+from hebbret.hashing import bioconv
+from hebbret.rules import biohash
 
 K = 8
 FAST_RULE = biohash.RuleConfig(max_epochs=20, eps0=0.05)

@@ -6,8 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hebbret import biohash, checkpoints, convnet, hpca
+from hebbret import checkpoints
 from hebbret.errors import InputError
+from hebbret.nets import convnet
+from hebbret.rules import biohash, hpca
 
 
 def loop_update(w: np.ndarray, x: np.ndarray, f=lambda y: np.maximum(y, 0.0)) -> np.ndarray:

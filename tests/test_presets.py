@@ -1,10 +1,14 @@
-"""Tests for hebbret.presets: the digits rule makes BioHash converge and improve with k; every
+"""Tests for hebbret.data.presets: the digits rule makes BioHash converge and improve with k; every
 other dataset gets the paper's rule."""
 
 import pytest
 
-from hebbret import bioconv, biohash, compare, data, hashing, presets, splits
+from hebbret import data, hashing
+from hebbret.data import presets, splits
 from hebbret.errors import InputError
+from hebbret.hashing import bioconv
+from hebbret.pipelines import compare
+from hebbret.rules import biohash
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from hebbret import InputError, data, splits
+from hebbret import InputError, data
+from hebbret.data import splits
 
 
 def test_per_class_queries_counts_disjoint_and_shuffled():

@@ -83,7 +83,9 @@ def test_one_class_warns_every_item_is_relevant():
 
 # ------------------------------------------------------------------ hashers and the command line
 
-from hebbret import cli, compare, hashing, splits  # noqa: E402
+from hebbret import cli, hashing  # noqa: E402
+from hebbret.data import splits  # noqa: E402
+from hebbret.pipelines import compare  # noqa: E402
 
 
 def one_line_error(capsys, fragment):
@@ -104,7 +106,7 @@ def test_encode_rejects_params_of_another_method():
 
 
 def fast_rule():
-    from hebbret import biohash
+    from hebbret.rules import biohash
 
     return biohash.RuleConfig(max_epochs=2)
 

@@ -1,12 +1,12 @@
-"""beta-VAE baseline (hebbret.vae): shapes, un-pooling, loss, transplant, pre-training."""
+"""beta-VAE baseline (hebbret.nets.vae): shapes, un-pooling, loss, transplant, pre-training."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hebbret import convnet, vae
 from hebbret.errors import InputError
+from hebbret.nets import convnet, vae
 
 MEAN = np.array([0.5, 0.4, 0.3], np.float32)
 STD = np.array([0.25, 0.25, 0.25], np.float32)

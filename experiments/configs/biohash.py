@@ -12,7 +12,7 @@ Commands (from the repository root; --quick shrinks everything for a 2-core CPU)
 Paper numbers: hebbret.published.
 """
 
-from hebbret.presets import cifar10_spec
+from hebbret.data.presets import cifar10_spec
 
 METHODS = ("lsh", "pcahash", "sh", "itq", "flyhash", "naivebiohash", "biohash")
 

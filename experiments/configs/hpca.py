@@ -20,7 +20,7 @@ stopping and layer choice, a 10,000-image database (R = 1,000) and 2,000 test qu
 at 10 %, which still shows the paper's crossover region.
 """
 
-from hebbret.presets import cifar10_spec
+from hebbret.data.presets import cifar10_spec
 
 PAPER_FINETUNE = {"epochs": 20, "batch": 64, "lr": 1e-3, "hold": 10, "halve_every": 2}
 
@@ -36,7 +36,7 @@ def get_config(experiment: str = "cifar10", quick: bool = False) -> dict:
         # once and scored at bn_L (the authors' code)
         "methods": ("none", "none_full", "vae", "hpca"),
         # Table 1's metric: the authors' MAPMetric at the paper's tag, mAP@100 normalised by
-        # min(100, relevant) (hebbret.layerwise); mAP@R and mAP@All are extra columns
+        # min(100, relevant) (hebbret.nets.layerwise); mAP@R and mAP@All are extra columns
         "metric": "mAP@100 (min)",
         "seeds": (0, 1, 2, 3, 4),
         "hebbian": {"lr": 1e-3, "epochs": 20, "batch": 64},

@@ -2,7 +2,7 @@
 
 :func:`hash_config` is what ``hebbret compare`` and ``hebbret hash`` fit with before the user's
 flags are applied. Every dataset gets BioHash's paper settings (Ryali et al. 2020,
-appendix D; :class:`hebbret.biohash.RuleConfig`'s defaults: data centred by the training mean,
+appendix D; :class:`hebbret.rules.biohash.RuleConfig`'s defaults: data centred by the training mean,
 ``W ~ N(0, 1)``, p = 2, Delta = 0, eps0 = 2e-2 decaying linearly to 0 at Tmax = 100 epochs,
 minibatch 100, stop at mean row norm < 1.06) except where listed here:
 
@@ -44,8 +44,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from hebbret import bioconv, biohash, hashing
+from hebbret import hashing
 from hebbret.errors import InputError
+from hebbret.hashing import bioconv
+from hebbret.rules import biohash
 
 # BioHash activity k / m per dataset name (BioHash §3: 5 % for MNIST, 0.5 % for CIFAR-10).
 _ACTIVITY = {"digits": 0.05, "mnist": 0.05}

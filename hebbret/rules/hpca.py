@@ -34,8 +34,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from hebbret import checkpoints, convnet
+from hebbret import checkpoints
 from hebbret.errors import InputError
+from hebbret.nets import convnet
 
 _AXIS = "data"
 
@@ -152,7 +153,7 @@ def hebbian_step(
     classifier head are not Hebbian and stay as they are.
 
     Args:
-      model: a :class:`hebbret.convnet.Net`.
+      model: a :class:`hebbret.nets.convnet.Net`.
       variables: its ``{"params", "batch_stats"}``.
       images: (B, 32, 32, 3) standardised float images.
       lr: Hebbian learning rate.
@@ -193,7 +194,7 @@ def pretrain(
     keep_variance: bool = True,
     progress: bool = True,
 ) -> dict:
-    """Hebbian pre-training of layers 1-5 of :class:`hebbret.convnet.Net` on unlabelled images.
+    """Hebbian pre-training of layers 1-5 of :class:`hebbret.nets.convnet.Net` on unlabelled images.
 
     Kernels start uniform in +-1/sqrt(fan_in) (drawn from the first half of ``split(key)``);
     epoch t shuffles the images with ``fold_in`` of the second half and t, and runs
@@ -205,13 +206,13 @@ def pretrain(
     Args:
       key: PRNG key.
       images: (n, 32, 32, 3) uint8 training images, n >= cfg.batch.
-      mean, std: (3,) channel statistics for :func:`hebbret.convnet.standardise`.
+      mean, std: (3,) channel statistics for :func:`hebbret.nets.convnet.standardise`.
       cfg: learning rate, epochs, batch.
       num_classes: width of the (untrained) head, so the variables fit a classifier later.
-      mesh: optional device mesh from :func:`hebbret.biohash.data_mesh`.
+      mesh: optional device mesh from :func:`hebbret.rules.biohash.data_mesh`.
       checkpoint_dir: optional directory for per-epoch checkpoints.
       keep_variance: bn3-bn5 keep relative channel variance, as in the authors' Hebbian
-        network (:class:`hebbret.convnet.Net`); fine-tune the result with the same setting.
+        network (:class:`hebbret.nets.convnet.Net`); fine-tune the result with the same setting.
       progress: tqdm bar over minibatches.
 
     Returns:

@@ -15,7 +15,7 @@ name               sparse  code of a (centred) input x
 ``flyhash``        yes     top-k of ``M x``, M (10 d, d) binary with 10 % ones a row (Dasgupta 2017)
 ``naivebiohash``   no      sign of the k currents of a k-unit Krotov-Hopfield layer
 ``biohash``        yes     top-k of the m = k / activity currents ``<W_mu, x>_mu`` (BioHash eq. 6)
-``bioconvhash``    yes     BioHash on Hebbian conv features (BioHash §2.4, :mod:`hebbret.bioconv`)
+``bioconvhash``    yes     BioHash on Hebbian conv features (BioHash §2.4, :mod:`.bioconv`)
 =================  ======  =====================================================================
 
 Every method centres its inputs by the training mean (BioHash appendix D: "the training / retrieval
@@ -48,8 +48,10 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
-from hebbret import bioconv, biohash, retrieval
+from hebbret import retrieval
 from hebbret.errors import InputError, check_seed
+from hebbret.hashing import bioconv
+from hebbret.rules import biohash
 
 _HI = jax.lax.Precision.HIGHEST
 _STAT_ROWS = 1024  # rows per host-side chunk when accumulating covariance / projections
@@ -633,7 +635,7 @@ def fit_bioconvhash(
     x: np.ndarray, cfg: HashConfig, *, progress: bool = False, mesh: Any = None
 ) -> BioConvHashParams:
     """BioConvHash (Ryali et al. §2.4): per kernel size, F filters learned by the Krotov-Hopfield
-    rule on unit-normalised patches (:func:`hebbret.bioconv.learn_filters`); conv features
+    rule on unit-normalised patches (:func:`hebbret.hashing.bioconv.learn_filters`); conv features
     (normalised currents, cross-channel inhibition, max-pool; :func:`bioconv.feature_map`); then
     a BioHash layer (m = k / activity units) trained on the centred features."""
     images = _images(x, cfg.image_shape)

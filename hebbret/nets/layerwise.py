@@ -1,7 +1,7 @@
 """Layer-wise retrieval evaluation of a pre-trained network (Lagani et al. §4).
 
 For a layer L: cut the network after L, put a fresh head on it, fine-tune end to end on the
-labelled images (:func:`hebbret.finetune.finetune`), then rank the database by distance between
+labelled images (:func:`hebbret.nets.finetune.finetune`), then rank the database by distance between
 layer-L features (after BN): :func:`evaluate_layer`, the paper's text. The authors' code scores
 its no-pre-training baseline differently: the full network (head on fc6) is trained once on the
 labels and scored at each intermediate ``bn_L`` (:func:`evaluate_full_network`).
@@ -26,8 +26,9 @@ import numpy as np
 from scipy import stats
 from sklearn.kernel_approximation import Nystroem
 
-from hebbret import convnet, finetune, retrieval
+from hebbret import retrieval
 from hebbret.errors import InputError
+from hebbret.nets import convnet, finetune
 
 Pair = tuple[np.ndarray, np.ndarray]
 TABLE_R = (20, 50, 100)
@@ -67,7 +68,7 @@ def evaluate_layer(
       num_classes: number of classes.
       nystroem_components: Nystroem map size for the kernel variant (None: skip it).
       keep_variance: the network's bn3-bn5 keep relative channel variance (the authors' Hebbian
-        network, for HPCA pre-trained layers; :class:`hebbret.convnet.Net`).
+        network, for HPCA pre-trained layers; :class:`hebbret.nets.convnet.Net`).
       seed: Nystroem sampling seed.
       progress: progress bars.
 

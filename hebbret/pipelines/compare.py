@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from hebbret import hashing, retrieval
+from hebbret.data.splits import Protocol
 from hebbret.errors import InputError
-from hebbret.splits import Protocol
 
 # ``hebbret compare``'s default: BioHash and its paper's baselines (BioConvHash is opt-in: its
 # paper settings give 147,600 features an image on CIFAR-10).

@@ -1,4 +1,4 @@
-"""Supervised training of :class:`hebbret.convnet.Net` on the labelled images.
+"""Supervised training of :class:`hebbret.nets.convnet.Net` on the labelled images.
 
 Lagani et al.'s recipe (2022, §4.3; docs/hebbian_pca.md §Training): end-to-end SGD, batch 64,
 Nesterov momentum 0.9, L2 weight decay (5e-2 on CIFAR-10, 1e-2 on CIFAR-100; added to the gradient
@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hebbret import convnet
 from hebbret.errors import InputError
+from hebbret.nets import convnet
 
 
 class FinetuneConfig(NamedTuple):
@@ -109,10 +109,10 @@ def finetune(
       key: PRNG key (shuffling and dropout).
       model: the network (its depth and head width).
       variables: initial ``{"params", "batch_stats"}`` (fresh, or pre-trained layers
-        :func:`hebbret.convnet.transplant`-ed under a fresh head).
+        :func:`hebbret.nets.convnet.transplant`-ed under a fresh head).
       train: (n, 32, 32, 3) uint8 images and (n,) integer labels in [0, model.num_classes).
       val: validation images and labels, same format.
-      mean, std: (3,) channel statistics for :func:`hebbret.convnet.standardise`.
+      mean, std: (3,) channel statistics for :func:`hebbret.nets.convnet.standardise`.
       cfg: the schedule and regularisation.
       progress: tqdm bar over epochs with the validation accuracy.
 

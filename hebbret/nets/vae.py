@@ -1,6 +1,6 @@
 """beta-VAE pre-training baseline of Lagani et al. 2022 (§4.3; docs/hebbian_pca.md §Training).
 
-The encoder is exactly layers 1-5 of :class:`hebbret.convnet.Net` (same submodule names, same
+The encoder is exactly layers 1-5 of :class:`hebbret.nets.convnet.Net` (same submodule names, same
 kernels, batch norms and initialisation), followed by a dense layer ``latent`` to the mean and
 log-variance of 256 diagonal Gaussian latents. The decoder mirrors it, as in the authors' code:
 
@@ -17,8 +17,8 @@ elsewhere): the vector-Jacobian product of the max-pool, see :func:`unpool`.
 
 The loss (:func:`loss`) is squared-error reconstruction of the standardised image plus beta
 times the KL divergence to N(0, I), beta = 0.5. :func:`pretrain_vae` trains it on unlabelled
-images and returns variables whose layer-1..5 part :func:`hebbret.convnet.transplant` copies into
-a classifier ``Net`` for supervised fine-tuning (the "VAE" regime of the paper).
+images and returns variables whose layer-1..5 part :func:`~hebbret.nets.convnet.transplant` copies
+into a classifier ``Net`` for supervised fine-tuning (the "VAE" regime of the paper).
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hebbret import checkpoints, convnet
+from hebbret import checkpoints
 from hebbret.errors import InputError
-from hebbret.hpca import _progress
+from hebbret.nets import convnet
+from hebbret.rules.hpca import _progress
 
 
 class VAEConfig(NamedTuple):
@@ -73,7 +74,7 @@ def unpool(pre_pool: jax.Array, values: jax.Array) -> jax.Array:
 
 
 class VAE(nn.Module):
-    """beta-VAE whose encoder is layers 1-5 of :class:`hebbret.convnet.Net` (Lagani et al. §3).
+    """beta-VAE whose encoder is layers 1-5 of :class:`hebbret.nets.convnet.Net` (Lagani et al. §3).
 
     Attributes:
       latents: number of Gaussian latent variables (256).
@@ -200,14 +201,14 @@ def pretrain_vae(
     Args:
       key: PRNG key.
       images: (n, 32, 32, 3) uint8 training images, n >= cfg.batch.
-      mean, std: (3,) channel statistics for :func:`hebbret.convnet.standardise`.
+      mean, std: (3,) channel statistics for :func:`hebbret.nets.convnet.standardise`.
       cfg: beta, epochs, batch, learning rate, latents.
       checkpoint_dir: optional directory for per-epoch checkpoints.
       progress: tqdm bar over minibatches.
 
     Returns:
       ``(variables, history)``: variables ``{"params", "batch_stats"}`` of ``VAE(cfg.latents)``
-      as numpy arrays (give them to :func:`hebbret.convnet.transplant` to initialise a
+      as numpy arrays (give them to :func:`hebbret.nets.convnet.transplant` to initialise a
       ``Net``), and history, the mean minibatch loss of every epoch 1..cfg.epochs (epochs done
       by an earlier, checkpointed run included: the history is checkpointed with the state).
     """

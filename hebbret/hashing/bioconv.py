@@ -4,7 +4,7 @@ See docs/biohash.md §BioConvHash.
 
 Filters: for each kernel size K, F filters of shape (K, K, C), the rows of ``W`` (F, K*K*C) in
 (row, column, channel) order, learned with the Krotov-Hopfield rule (BioHash eq. 1,
-:func:`hebbret.biohash.train`) on K x K image patches normalised to unit length (§2.4; as in
+:func:`hebbret.rules.biohash.train`) on K x K image patches normalised to unit length (§2.4; as in
 Grinberg et al. 2019). Patches are sampled uniformly (image, row, column) from the training images.
 
 Feature map of an image (H, W, C), per kernel size K (stride 1, no padding):
@@ -36,8 +36,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from hebbret import biohash
 from hebbret.errors import InputError
+from hebbret.rules import biohash
 
 _HI = jax.lax.Precision.HIGHEST
 _TINY = 1e-12
@@ -135,7 +135,7 @@ def learn_filters(
 ) -> biohash.TrainResult:
     """F filters of size K x K x C: ``biohash.train`` on ``cfg.patches`` unit-normalised patches
     (no centring: the patches live on the unit sphere). ``mesh`` splits each minibatch over
-    devices as for BioHash. Returns the rule's :class:`~hebbret.biohash.TrainResult`; ``w`` is
+    devices as for BioHash. Returns the rule's :class:`~hebbret.rules.biohash.TrainResult`; ``w`` is
     (F, K*K*C)."""
     kp, kw = jax.random.split(key)
     patches = sample_patches(kp, images, kernel, int(cfg.patches))

@@ -19,7 +19,7 @@ variance; the next Hebbian layer and a Euclidean ranking of the features both se
 output: the layer-wise evaluation of the paper. Its second output is the layer-L feature (after
 BN), the retrieval representation.
 
-Why linen rather than nnx: the Hebbian rule (:mod:`hebbret.hpca`) is a pure function of
+Why linen rather than nnx: the Hebbian rule (:mod:`hebbret.rules.hpca`) is a pure function of
 ``(params, batch) -> params``; linen keeps parameters as a plain pytree outside the module, so
 the same variables flow through the Hebbian step, optax, orbax and a sharded ``jax.jit`` with no
 object state to split and merge. ``sow("hebbian", ...)`` exposes each layer's input and ReLU
@@ -115,7 +115,7 @@ def trunk(
     keep_variance: bool = False,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Layers 1..depth, built inside ``module``'s compact ``__call__`` (submodules "conv1".."fc5",
-    "bn1".."bn5": :class:`Net` and :class:`hebbret.vae.VAE` share them, so pre-trained layers
+    "bn1".."bn5": :class:`Net` and :class:`hebbret.nets.vae.VAE` share them, so pre-trained layers
     transplant by name). Returns layer ``depth``'s output after BN and each pooled layer's
     pre-pool ReLU map (for max-unpooling); with ``hebbian`` sows (input, ReLU response); with
     ``keep_variance`` bn3-bn5 rescale by relative running std (see the module docstring)."""
