@@ -1,4 +1,4 @@
-"""Epochs/s of hebbret.rules.biohash.epoch (jitted lax.scan) vs plain vectorised numpy, same update.
+"""Epochs/s of hebbret.rules.biohash_train.epoch (jitted lax.scan) vs plain vectorised numpy.
 
 One epoch = n // 100 minibatch steps of 100 rows over the same seeded N(0, 1) data (n = 5,000 by
 default, so 50 steps), from the same N(0, 1) initial weights, at CIFAR size m = 3200 units,
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hebbret.files import atomic_write_text
-from hebbret.rules import biohash
+from hebbret.rules import biohash, biohash_train
 
 SEED, EPS = 0, 0.02
 CASES = {  # name: (RuleConfig, description)
@@ -105,7 +105,7 @@ def run_case(cfg: biohash.RuleConfig, x: np.ndarray, w0: np.ndarray, rounds: int
     x_dev, w0_dev = jnp.asarray(x), jnp.asarray(w0)
 
     def jax_epoch() -> np.ndarray:
-        return np.asarray(biohash.epoch(w0_dev, x_dev, EPS, cfg).block_until_ready())
+        return np.asarray(biohash_train.epoch(w0_dev, x_dev, EPS, cfg).block_until_ready())
 
     first, _ = timed(jax_epoch)
     impls = {

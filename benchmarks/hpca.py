@@ -4,7 +4,7 @@ wall time of the hpca protocol estimated from throughputs measured on this machi
 Compared: ``hpca._step_fn(model)`` (standardise, training-mode forward pass, eq. 2 on all
 five layers at once, ``W += lr dW``) against the straightforward numpy version of the same step,
 written here: float32 forward pass (conv = ``hpca.unfold`` + matmul, ReLU, 2x2 max-pool, batch
-norm with batch statistics; bn3-bn5 rescaled by relative running std, as ``hpca.pretrain``'s
+norm with batch statistics; bn3-bn5 rescaled by relative running std, as ``hpca_train.pretrain``'s
 network keeps variance), then per layer ``dW = (R^T X - tril(R^T R) W) / N`` with plain
 matmuls (X: unfolded patches of the layer input, R: ReLU responses). Same seeded uint8 batches of
 64 (random, or the first training images of ``--dataset``), same initial kernels. Before timing,

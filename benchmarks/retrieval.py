@@ -15,6 +15,7 @@ import datetime
 import hashlib
 import json
 import os
+import pathlib
 import platform
 import resource
 import shlex
@@ -61,8 +62,11 @@ def child(case: str, lib: str, nq: int, nb: int, repeats: int) -> dict:
         import hebbret.retrieval
         from hebbret.retrieval import evaluate
 
-        with open(hebbret.retrieval.__file__, "rb") as fh:
-            src = hashlib.sha256(fh.read()).hexdigest()[:12]
+        package = pathlib.Path(hebbret.retrieval.__file__).parent  # every module of the kernel
+        digest = hashlib.sha256()
+        for module in sorted(package.glob("*.py")):
+            digest.update(module.name.encode() + module.read_bytes())
+        src = digest.hexdigest()[:12]
         metric = "hamming" if case == "hamming" else "sqeuclidean"
 
         def run() -> float:

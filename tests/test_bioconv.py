@@ -7,6 +7,7 @@ import pytest
 
 from hebbret.errors import InputError
 from hebbret.hashing import bioconv
+from hebbret.mesh import data_mesh
 from hebbret.rules import biohash
 
 
@@ -69,7 +70,7 @@ def test_feature_map_composes_the_steps_in_chunks():
         got = bioconv.feature_map(banks, images, cfg, chunk_size=chunk)
         np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)
     for devices in (2, 8):  # images split over a device mesh: the same features
-        mesh = biohash.data_mesh(devices)
+        mesh = data_mesh(devices)
         got = bioconv.feature_map(banks, images, cfg, chunk_size=3, mesh=mesh)
         np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)
 
@@ -135,7 +136,7 @@ def test_learned_filters_reach_the_sphere_and_point_at_the_patches_they_win():
         assert cos > 0.99 and abs(np.linalg.norm(w[unit]) - 1.0) < 0.1
     again = bioconv.learn_filters(jax.random.key(0), images, 3, cfg, rule)
     np.testing.assert_array_equal(res.w, again.w)
-    mesh = biohash.data_mesh(4)
+    mesh = data_mesh(4)
     sharded = bioconv.learn_filters(jax.random.key(0), images, 3, cfg, rule, mesh=mesh)
     np.testing.assert_allclose(sharded.w, res.w, rtol=1e-5, atol=1e-6)
 

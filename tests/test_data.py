@@ -26,6 +26,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from hebbret import data
+from hebbret.data import presets
 from hebbret.errors import InputError
 
 CLASSES = ("ant", "bee", "cat")
@@ -373,6 +374,92 @@ def test_unknown_spec(spec: str) -> None:
         data.load(spec)
 
 
+# -- display labels ------------------------------------------------------------------------------
+
+
+def test_labels_of_named_and_plain_datasets(tmp_path: pathlib.Path) -> None:
+    """Named datasets have their own label; other data a plain description of its source."""
+    assert data.load("digits").label == "scikit-learn digits (8x8)"
+    make_folder(tmp_path / "cifar10-jpeg")  # the path says CIFAR-10, the content does not
+    folder = f"folder:{tmp_path / 'cifar10-jpeg'}"
+    archive = make_archive(tmp_path / "cifar10-jpeg", tmp_path / "cifar10-jpeg.tar.gz")
+    np.savez(tmp_path / "cifar10.npz", x=np.zeros((2, 4)), y=[0, 1])
+    labels = [data.load(spec, progress=False).label for spec in (folder, archive, folder)]
+    assert labels == [
+        "image folder cifar10-jpeg",
+        "image archive cifar10-jpeg.tar.gz",
+        "image folder cifar10-jpeg",  # from the cache
+    ]
+    assert data.load(f"npz:{tmp_path / 'cifar10.npz'}").label == "npz file cifar10.npz"
+    assert data.summary(data.load(folder, progress=False))["label"] == "image folder cifar10-jpeg"
+
+
+@pytest.fixture
+def small_cifar10(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """CIFAR-10's preset with 2 training and 1 test image per class instead of 5,000 and 1,000,
+    so a fake CIFAR-10 takes 30 tiny images (the rule itself: tests/test_presets.py)."""
+    sizes = {"train": 20, "test": 10}
+    cifar10 = presets.PRESETS["cifar10"]
+    content = cifar10.content._replace(sizes=sizes)
+    monkeypatch.setitem(presets.PRESETS, "cifar10", cifar10._replace(content=content))
+    return sizes
+
+
+def make_cifar10(root: pathlib.Path, sizes: dict[str, int], fmt: str = "png") -> np.ndarray:
+    """root/<split>/<cifar10 class>/N.<fmt>, 32x32 RGB; returns every image, in split order."""
+    rng = np.random.default_rng(0)
+    images = []
+    for split, n in sizes.items():
+        for name in CIFAR10_CLASSES:
+            (root / split / name).mkdir(parents=True)
+            for i in range(n // 10):
+                image = rng.integers(0, 256, (32, 32, 3), np.uint8)
+                Image.fromarray(image).save(root / split / name / f"{i}.{fmt}")
+                images.append(image)
+    return np.stack(images)
+
+
+def test_cifar10_content_is_recognised(tmp_path: pathlib.Path, small_cifar10: dict) -> None:
+    x = make_cifar10(tmp_path / "jpeg", small_cifar10, "jpg")
+    make_cifar10(tmp_path / "png", small_cifar10, "png")
+    jpeg = f"folder:{tmp_path / 'jpeg'}"
+    archive = make_archive(tmp_path / "jpeg", tmp_path / "images.tgz", top="some-name")
+    for spec in (jpeg, archive, jpeg):  # the last one from the cache
+        assert data.load(spec, progress=False).label == "CIFAR-10 (JPEG)", spec
+    assert data.load(f"folder:{tmp_path / 'png'}", progress=False).label == "CIFAR-10 (PNG)"
+    Image.new("RGB", (32, 32)).save(tmp_path / "png" / "test" / "cat" / "0.jpg")  # one more
+    assert data.load(f"folder:{tmp_path / 'png'}", progress=False).label == "image folder png"
+    (tmp_path / "png" / "test" / "cat" / "0.png").unlink()  # a mix of PNG and JPEG
+    assert data.load(f"folder:{tmp_path / 'png'}", progress=False).label == "CIFAR-10 (JPEG/PNG)"
+    y = np.repeat(np.arange(10), 2)
+    arrays = {"x_train": x[:20], "y_train": y, "x_test": x[20:], "y_test": y[::2]}
+    np.savez(tmp_path / "c.npz", **arrays, class_names=np.array(CIFAR10_CLASSES))
+    assert data.load(f"npz:{tmp_path / 'c.npz'}").label == "CIFAR-10 (npz)"
+    np.savez(tmp_path / "n.npz", **arrays)  # no class names: classes "0" .. "9"
+    assert data.load(f"npz:{tmp_path / 'n.npz'}").label == "npz file n.npz"
+
+
+@pytest.mark.parametrize("source", ["folder", "archive"])
+def test_label_of_a_cache_written_without_the_encoding(
+    tmp_path: pathlib.Path, cache: pathlib.Path, small_cifar10: dict, source: str
+) -> None:
+    """A cache file from before the encoding was kept is still a hit; the label reads the
+    encoding from the source once and the cache file gains it, under the same name."""
+    make_cifar10(tmp_path / "images", small_cifar10, "jpg")
+    spec = spec_for(source, tmp_path / "images", tmp_path)
+    first = data.load(spec, progress=False)
+    (path,) = cache.iterdir()
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    assert str(arrays.pop("encoding")) == "JPEG"
+    np.savez(path, **arrays)  # as hebbret wrote it before
+    old = data.load(spec, progress=False)
+    assert old.cache_hit and old.label == "CIFAR-10 (JPEG)" and old.checksum == first.checksum
+    assert [p.name for p in cache.iterdir()] == [path.name]
+    with np.load(path) as npz:
+        assert str(npz["encoding"]) == "JPEG"
+
+
 # -- damaged archives ----------------------------------------------------------------------------
 
 
@@ -639,6 +726,7 @@ def test_tfds_mock_data(
         ds = data.load(name, progress=False)
     assert list(ds.splits) == ["train", "test"] and ds.num_classes == 10
     assert ds.class_names[:2] == (("airplane", "automobile") if name == "cifar10" else ("0", "1"))
+    assert ds.label == ("CIFAR-10" if name == "cifar10" else "MNIST")
     for split in ds.splits.values():
         assert split.x.shape == (2500, *shape) and split.x.dtype == np.uint8
         assert split.y.dtype == np.int32 and 0 <= split.y.min() and split.y.max() < 10
@@ -764,3 +852,4 @@ def test_real_cifar10_archive() -> None:
         assert np.bincount(split.y).tolist() == [per_class] * 10
     again = data.load(f"archive:{archive}", progress=False)
     assert again.cache_hit and again.checksum == ds.checksum
+    assert ds.label == again.label == "CIFAR-10 (JPEG)"

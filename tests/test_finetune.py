@@ -1,5 +1,6 @@
 """Supervised fine-tuning, the network's shapes and the layer-wise retrieval evaluation."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,7 +121,9 @@ def test_finetune_learns_and_keeps_the_best_epoch():
     v = convnet.init(model, jax.random.key(0))
     mean, std = convnet.channel_stats(train[0])
     cfg = finetune.FinetuneConfig(epochs=3, batch=16, lr=1e-2)
+    start = jax.tree.map(np.array, v)
     res = finetune.finetune(jax.random.key(1), model, v, train, val, mean, std, cfg)
+    chex.assert_trees_all_equal(v, start)  # the caller's variables are neither donated nor changed
     assert len(res.val_accuracy) == 3 and len(res.train_loss) == 3
     assert res.val_accuracy[res.best_epoch - 1] == max(res.val_accuracy) >= 0.9
     pred = convnet.predict(model, res.variables, val[0], mean, std)
@@ -141,14 +144,52 @@ def test_finetune_bad_labels(labels, problem):
         )
 
 
-def test_evaluate_layer_scores_retrieval():
+def numpy_map(xq, yq, xb, yb, k: int | None, normaliser: str) -> float:
+    """mAP in percent written out: squared Euclidean distances in float64, the database ranked
+    by distance; AP@k = sum_{i <= k} P(i) rel(i) / Z with Z = min(k, relevant) ("min", Lagani's
+    MAPMetric) or Z = relevant in the database ("relevant"); k = None: the whole database."""
+    centre = xb.astype(np.float64).mean(0)
+    q, b = xq.astype(np.float64) - centre, xb.astype(np.float64) - centre
+    dist = np.sum((q[:, None, :] - b[None, :, :]) ** 2, axis=-1)
+    rel = (yb[np.argsort(dist, axis=1, kind="stable")] == yq[:, None]).astype(np.float64)
+    k = rel.shape[1] if k is None else k
+    precision = np.cumsum(rel, axis=1) / np.arange(1, rel.shape[1] + 1)
+    total = rel.sum(axis=1)
+    z = np.minimum(k, total) if normaliser == "min" else total
+    ap = np.where(total > 0, np.sum((precision * rel)[:, :k], axis=1) / np.maximum(z, 1), 0.0)
+    return 100 * float(ap.mean())
+
+
+def test_evaluate_layer_scores_retrieval(monkeypatch):
     lab, val, db, q = _blobs(32, 0), _blobs(16, 1), _blobs(40, 2), _blobs(10, 3)
     mean, std = convnet.channel_stats(db[0])
     cfg = finetune.FinetuneConfig(epochs=2, batch=16, lr=1e-2)
+    trained = []
+    real = finetune.finetune
+
+    def keeping(key, model, *args, **kwargs):
+        res = real(key, model, *args, **kwargs)
+        trained.append((model, res.variables))
+        return res
+
+    monkeypatch.setattr(finetune, "finetune", keeping)
     row = layerwise.evaluate_layer(
         jax.random.key(0), 3, None, lab, val, db, q, mean, std, cfg,
         num_classes=2, nystroem_components=8,
     )  # fmt: skip
+    # the numbers, recomputed from the fine-tuned network the row was scored with
+    ((model, variables),) = trained
+    logits, _ = model.apply(variables, convnet.standardise(jnp.asarray(val[0]), mean, std))
+    correct = int(np.sum(np.argmax(np.asarray(logits), axis=1) == val[1]))
+    chex.assert_trees_all_close(row["val_accuracy"], 100 * correct / len(val[1]), rtol=1e-12)
+    fq, fdb, fval = (
+        convnet.features(model, variables, x, mean, std) for x in (q[0], db[0], val[0])
+    )
+    chex.assert_trees_all_close(row["map"], numpy_map(fq, q[1], fdb, db[1], 20, "min"), atol=1e-4)
+    all_ = numpy_map(fq, q[1], fdb, db[1], None, "relevant")
+    chex.assert_trees_all_close(row["map_all"], all_, atol=1e-4)
+    val_map = numpy_map(fval, val[1], fdb, db[1], 20, "min")
+    chex.assert_trees_all_close(row["val_map"], val_map, atol=1e-4)
     assert row["layer"] == 3 and row["R"] == 20 and row["dim"] == 4800
     assert row["map"] > 80 and row["map_all"] > 80  # the two classes are trivially separable
     assert row["map_nystroem"] > 50 and row["val_map"] > 80
@@ -156,6 +197,33 @@ def test_evaluate_layer_scores_retrieval():
     # Table 1's number is mAP@k with k = min(100, database) = 40, normalised by min(k, relevant)
     assert set(row["map_at"]) == {20} and row["map"] == row["map_at"][20]
     assert row["map_R"] == row["map_by_normaliser"]["min"]
+
+
+def test_score_layer_map_is_average_precision_by_hand():
+    """A ranking that is far from perfect (random labels, 4 classes, an untrained network): every
+    mAP of the row equals :func:`numpy_map` on the features the network gives."""
+    rng = np.random.default_rng(5)
+
+    def images(n):
+        return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 4, n)
+
+    db, q, val = images(40), images(12), images(8)
+    model = convnet.Net(4, depth=4)
+    v = convnet.init(model, jax.random.key(2))
+    mean, std = convnet.channel_stats(db[0])
+    row = layerwise.score_layer(
+        model, v, val, db, q, mean, std, num_classes=4, nystroem_components=None
+    )
+    fq, fdb, fval = (convnet.features(model, v, x, mean, std) for x in (q[0], db[0], val[0]))
+    assert row["R"] == 10 and set(row["map_at"]) == {20}
+    want = {
+        "map": numpy_map(fq, q[1], fdb, db[1], 20, "min"),
+        "map_R": numpy_map(fq, q[1], fdb, db[1], 10, "min"),
+        "map_all": numpy_map(fq, q[1], fdb, db[1], None, "relevant"),
+        "val_map": numpy_map(fval, val[1], fdb, db[1], 20, "min"),
+    }
+    chex.assert_trees_all_close({k: row[k] for k in want}, want, atol=1e-4)
+    assert 10 < row["map"] < 90 and row["map_R"] != row["map"]  # not a trivial ranking
 
 
 def test_authors_none_scores_one_network_at_every_layer(monkeypatch):
@@ -187,7 +255,7 @@ def test_authors_none_scores_one_network_at_every_layer(monkeypatch):
         bn = np.asarray(state["intermediates"][f"bn{depth}"]["__call__"][0]).reshape(len(x), -1)
         cut = convnet.Net(2, depth=depth)
         cut_vars = convnet.transplant(variables, convnet.init(cut, jax.random.key(1)))
-        np.testing.assert_allclose(convnet.features(cut, cut_vars, q[0], mean, std), bn, atol=1e-5)
+        chex.assert_trees_all_close(convnet.features(cut, cut_vars, q[0], mean, std), bn, atol=1e-5)
         assert row["dim"] == bn.shape[1]
 
 

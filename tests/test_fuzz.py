@@ -29,6 +29,8 @@ import tarfile
 import zipfile
 import zlib
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -645,6 +647,7 @@ def test_search_and_pairwise_distances_fuzz(case, expect, features):
 
 HX = (np.random.default_rng(7).normal(size=(120, 8)) * np.arange(8, 0, -1)).astype(np.float32)
 FAST_RULE = biohash.RuleConfig(max_epochs=2)
+KEY = jax.random.key(0)
 BASE_CFG = {
     "lsh": hashing.HashConfig(k=4),
     "pcahash": hashing.HashConfig(k=4),
@@ -657,10 +660,10 @@ BASE_CFG = {
 METHODS = tuple(BASE_CFG)
 
 
-def hc(case_id, method, expect=OK, marks=(), x=HX, stage="fit", **cfg):
-    """A hashing case: fit ``method`` on x with the base config plus ``cfg`` (stage "fit"); or
-    encode x with params fitted on HX (stage "encode", see ``enc``)."""
-    case = dict(method=method, x=x, cfg=BASE_CFG[method]._replace(**cfg), stage=stage)
+def hc(case_id, method, expect=OK, marks=(), x=HX, stage="fit", key=KEY, **cfg):
+    """A hashing case: fit ``method`` on x with ``key`` and the base config plus ``cfg`` (stage
+    "fit"); or encode x with params fitted on HX (stage "encode", see ``enc``)."""
+    case = dict(method=method, x=x, cfg=BASE_CFG[method]._replace(**cfg), stage=stage, key=key)
     return pytest.param(case, expect, id=f"{method}:{case_id}", marks=marks)
 
 
@@ -778,9 +781,19 @@ HASH_CASES = [
     ],
     *[hc(f"itq_iterations={v!r}", "itq", ERROR, itq_iterations=v) for v in (-1, 2.5)],
     hc("itq_iterations=0", "itq", itq_iterations=0),
-    # seeds
-    hc("seed=np.int64(3)", "lsh", seed=np.int64(3)),
-    *[hc(f"seed={s!r}", "lsh", ERROR, seed=s) for s in (-1, 2**70, 2.5, None, True)],
+    # PRNG keys: a new-style key or a legacy PRNGKey; nothing else
+    hc("key=PRNGKey(3)", "lsh", key=jax.random.PRNGKey(3)),
+    *[
+        hc(f"key={name}", "lsh", ERROR, key=k)
+        for name, k in (
+            ("3", 3),
+            ("None", None),
+            ("np.int64(3)", np.int64(3)),
+            ("split-pair", jax.random.split(jax.random.key(0))),
+            ("uint32x3", jnp.zeros(3, jnp.uint32)),
+            ("str", "0"),
+        )
+    ],
     # method names
     *[
         pytest.param(
@@ -861,7 +874,7 @@ HASH_CASES = [
 
 @functools.cache
 def _fitted(method: str):
-    return hashing.fit(method, HX, BASE_CFG[method])
+    return hashing.fit(method, HX, BASE_CFG[method], key=KEY)
 
 
 def _params(method, params_of):
@@ -947,9 +960,11 @@ def test_hashing_fuzz(case, expect):
     method, x = case["method"], case["x"]
     if case["stage"] == "fit":
         if expect == ERROR:
-            one_line_input_error(lambda: hashing.fit(method, x, case["cfg"]))
+            one_line_input_error(
+                lambda: hashing.fit(method, x, case["cfg"], key=case.get("key", KEY))
+            )
             return
-        params = hashing.fit(method, x, case["cfg"])
+        params = hashing.fit(method, x, case["cfg"], key=case.get("key", KEY))
         _check_codes(method, params, x, x, hashing.encode(method, params, x))
         return
     params = _params(method, case["params_of"])

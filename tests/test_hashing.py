@@ -1,5 +1,7 @@
 """Tests for hebbret.hashing: every hasher's codes, numpy references, determinism, bad input."""
 
+import chex
+import jax
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ FAST_RULE = biohash.RuleConfig(max_epochs=20, eps0=0.05)
 # BioHash: m = 80 units; BioConvHash reads the 16 features as 4 x 4 x 1 images
 CONV = bioconv.ConvConfig(filters=8, kernels=(2,), k_ci=2, pool=2, stride=1, patches=5000)
 CFG = hashing.HashConfig(k=K, activity=0.1, rule=FAST_RULE, conv=CONV, image_shape=(4, 4, 1))
+KEY = jax.random.key(0)
 
 
 def _clusters(n=600, d=16, classes=3, scale=1.0, seed=0):
@@ -33,7 +36,7 @@ def fitted():
     """Each hasher fitted once on the clustered data, with its codes for all rows."""
     out = {}
     for name in hashing.HASHERS:
-        params = hashing.fit(name, X, CFG)
+        params = hashing.fit(name, X, CFG, key=KEY)
         out[name] = (params, hashing.encode(name, params, X))
     return out
 
@@ -80,8 +83,10 @@ def test_every_hasher(name, fitted):
     packed = codes.packed
     assert packed.dtype == np.uint32
     np.testing.assert_array_equal(packed, retrieval.pack_bits(codes.bits))
-    # same seed -> identical codes; chunking does not change them
-    again = hashing.encode(name, hashing.fit(name, X, CFG), X)
+    # same key -> identical params and codes; chunking does not change them
+    refit = hashing.fit(name, X, CFG, key=jax.random.key(0))
+    chex.assert_trees_all_equal(refit, params)
+    again = hashing.encode(name, refit, X)
     np.testing.assert_array_equal(again.bits, codes.bits)
     chunked = hashing.encode(name, params, X, chunk_size=64)
     np.testing.assert_array_equal(chunked.bits, codes.bits)
@@ -103,16 +108,16 @@ def test_every_hasher(name, fitted):
 
 
 @pytest.mark.parametrize("name", ["lsh", "itq", "flyhash", "biohash"])
-def test_seed_changes_random_methods(name):
-    a = hashing.encode(name, hashing.fit(name, X, CFG), X[:50])
-    b = hashing.encode(name, hashing.fit(name, X, CFG._replace(seed=1)), X[:50])
+def test_key_changes_random_methods(name):
+    a = hashing.encode(name, hashing.fit(name, X, CFG, key=KEY), X[:50])
+    b = hashing.encode(name, hashing.fit(name, X, CFG, key=jax.random.key(1)), X[:50])
     assert not np.array_equal(a.bits, b.bits)
 
 
 def test_training_mean_is_accurate():
     # float32 accumulation of 2^20 values near 1e3 drifts; the stored mean must not
     x = np.full((2**20, 2), 1000.1, np.float32)
-    params = hashing.fit("lsh", x, hashing.HashConfig(k=2))
+    params = hashing.fit("lsh", x, hashing.HashConfig(k=2), key=KEY)
     assert params.mean.dtype == np.float64
     np.testing.assert_allclose(params.mean, np.float64(np.float32(1000.1)), rtol=1e-12)
 
@@ -123,7 +128,7 @@ def test_lsh_is_sign_of_gaussian_projection(fitted):
     np.testing.assert_allclose(params.mean, X.astype(np.float64).mean(0), rtol=1e-6)
     z = (X.astype(np.float64) - params.mean) @ params.projection.T.astype(np.float64)
     np.testing.assert_array_equal(codes.bits, (z > 0).astype(np.uint8))
-    big = hashing.fit("lsh", X, hashing.HashConfig(k=2000)).projection
+    big = hashing.fit("lsh", X, hashing.HashConfig(k=2000), key=KEY).projection
     assert abs(big.mean()) < 0.02 and abs(big.std() - 1.0) < 0.02
 
 
@@ -196,7 +201,7 @@ def test_sh_matches_reference_2d(k):
     rng = np.random.default_rng(3)
     x = rng.normal(size=(300, 2)) * np.array([3.0, 1.0]) @ np.array([[0.8, 0.6], [-0.6, 0.8]])
     x = x.astype(np.float32) + 2.0
-    params = hashing.fit("sh", x, hashing.HashConfig(k=k))
+    params = hashing.fit("sh", x, hashing.HashConfig(k=k), key=KEY)
     codes = hashing.encode("sh", params, x)
     npca = min(k, 2)
     assert params.components.shape == (npca, 2) and params.modes.shape == (k, npca)
@@ -218,7 +223,7 @@ def test_flyhash_projection_and_winner_take_all(fitted):
     others = np.where(codes.bits == 1, -np.inf, act).max(1)
     assert np.all(chosen >= others - 1e-4)
     cfg = hashing.HashConfig(k=4, fly_expansion=3, fly_sampling=0.25)
-    assert np.all(hashing.fit("flyhash", X, cfg).projection.sum(1) == 4)
+    assert np.all(hashing.fit("flyhash", X, cfg, key=KEY).projection.sum(1) == 4)
 
 
 def test_biohash_is_top_k_of_currents(fitted):
@@ -266,7 +271,7 @@ def test_biohash_units():
 )
 def test_bad_fit_input(name, x, cfg, message):
     with pytest.raises(InputError, match=message) as err:
-        hashing.fit(name, x, cfg)
+        hashing.fit(name, x, cfg, key=KEY)
     assert "\n" not in str(err.value)
 
 
@@ -285,7 +290,7 @@ def test_unknown_hasher():
     with pytest.raises(InputError, match="unknown hasher 'simhash': expected one of lsh, pcahash"):
         hashing.get("simhash")
     with pytest.raises(InputError, match="unknown hasher"):
-        hashing.fit("nope", X, CFG)
+        hashing.fit("nope", X, CFG, key=KEY)
 
 
 def test_bioconvhash_on_digits_images():
@@ -297,7 +302,7 @@ def test_bioconvhash_on_digits_images():
     images, y = ds.x[:1200], ds.y[:1200]
     conv = bioconv.ConvConfig(filters=32, kernels=(3,), k_ci=4, pool=3, stride=2, patches=20000)
     cfg = hashing.HashConfig(k=8, activity=0.05, rule=FAST_RULE, conv=conv)
-    params = hashing.fit("bioconvhash", images, cfg)
+    params = hashing.fit("bioconvhash", images, cfg, key=KEY)
     assert [f.shape for f in params.filters] == [(32, 9)] and params.layer.w.shape[0] == 160
     codes = hashing.encode("bioconvhash", params, images)
     flat = hashing.encode("bioconvhash", params, images.reshape(1200, -1))
@@ -312,11 +317,56 @@ def test_bioconvhash_bad_input():
     images = np.zeros((4, 8, 8, 3), np.float32)
     cfg = hashing.HashConfig(k=2, activity=0.1, conv=bioconv.ConvConfig(filters=4, kernels=(10,)))
     with pytest.raises(InputError, match="kernel size 10 does not fit in 8 x 8"):
-        hashing.fit("bioconvhash", images, cfg)
+        hashing.fit("bioconvhash", images, cfg, key=KEY)
     with pytest.raises(InputError, match="bioconvhash needs images"):
-        hashing.fit("bioconvhash", images.reshape(4, -1), cfg._replace(image_shape=None))
+        hashing.fit("bioconvhash", images.reshape(4, -1), cfg._replace(image_shape=None), key=KEY)
     cfg = cfg._replace(conv=bioconv.ConvConfig(filters=4, kernels=(3,), k_ci=5, pool=2))
     with pytest.raises(InputError, match="k_ci must be in"):
-        hashing.fit("bioconvhash", images, cfg)
+        hashing.fit("bioconvhash", images, cfg, key=KEY)
     with pytest.raises(InputError, match="images are"):
-        hashing.fit("bioconvhash", images, cfg._replace(image_shape=(8, 8, 1)))
+        hashing.fit("bioconvhash", images, cfg._replace(image_shape=(8, 8, 1)), key=KEY)
+
+
+def test_key_is_required_and_checked():
+    with pytest.raises(TypeError, match="key"):
+        hashing.fit("pcahash", X, CFG)  # deterministic methods take the key too
+    for bad in (0, None, np.zeros(2, np.uint32), jax.random.split(KEY)):
+        with pytest.raises(InputError, match="key must be one JAX PRNG key") as err:
+            hashing.fit("lsh", X, CFG, key=bad)
+        assert "\n" not in str(err.value)
+    # a legacy uint32 key draws the same numbers as the typed key of the same seed
+    legacy = hashing.fit("lsh", X, CFG, key=jax.random.PRNGKey(0))
+    chex.assert_trees_all_equal(legacy, hashing.fit("lsh", X, CFG, key=KEY))
+
+
+def test_bioconvhash_front_end_learned_once():
+    """A study learns the front end once, computes its features once and fits a layer per k: the
+    params are exactly fit_bioconvhash's for each k; bank K is learned from fold_in(key, K)."""
+    from hebbret import data
+
+    images = data.load("digits").pooled().x[:400]
+    conv = bioconv.ConvConfig(filters=8, kernels=(3, 4), k_ci=2, pool=2, stride=2, patches=2000)
+    cfg = hashing.HashConfig(k=2, activity=0.05, rule=FAST_RULE, conv=conv)
+    key = jax.random.key(3)
+    front_end = hashing.learn_front_end(images, cfg, key=key)
+    assert [f.shape for f in front_end.filters] == [(8, 9), (8, 16)]
+    assert front_end.image_shape == (8, 8, 1) and front_end.conv == conv
+    bank = bioconv.learn_filters(jax.random.fold_in(key, 4), images, 4, conv, FAST_RULE)
+    np.testing.assert_array_equal(front_end.filters[1], bank.w)
+    assert (front_end.epochs[1], front_end.mean_norms[1]) == (bank.epochs, bank.mean_norm)
+    feats = hashing.conv.features(front_end, images)
+    assert feats.shape == (400, bioconv.feature_dim((8, 8, 1), conv))
+    for k in (2, 4):
+        cfg_k = cfg._replace(k=k)
+        reused = hashing.conv.fit_layer(front_end, feats, cfg_k, key=key)
+        direct = hashing.fit("bioconvhash", images, cfg_k, key=key)
+        chex.assert_trees_all_equal(reused, direct)
+        given = hashing.fit_bioconvhash(images, cfg_k, key=key, front_end=front_end)
+        chex.assert_trees_all_equal(given, direct)
+        assert direct.layer.w.shape == (20 * k, feats.shape[1]) and direct.filters is not None
+    with pytest.raises(InputError, match="front_end was learned with"):
+        hashing.fit_bioconvhash(
+            images, cfg._replace(conv=conv._replace(k_ci=3)), key=key, front_end=front_end
+        )
+    with pytest.raises(InputError, match="features must be"):
+        hashing.conv.fit_layer(front_end, feats[:, :-1], cfg, key=key)

@@ -1,6 +1,7 @@
 """Hebbian PCA: eq. 2 against a loop over neurons, conv = unfold + dense, PCA convergence,
 data-parallel equality, checkpointed resume, bad input."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,8 +9,9 @@ import pytest
 
 from hebbret import checkpoints
 from hebbret.errors import InputError
+from hebbret.mesh import data_mesh
 from hebbret.nets import convnet
-from hebbret.rules import biohash, hpca
+from hebbret.rules import hpca, hpca_train
 
 
 def loop_update(w: np.ndarray, x: np.ndarray, f=lambda y: np.maximum(y, 0.0)) -> np.ndarray:
@@ -31,7 +33,7 @@ def test_dense_update_is_eq2(shape):
     w, x = rng.normal(size=(n, d)).astype(np.float32), rng.normal(size=(num, d)).astype(np.float32)
     r = np.maximum(x @ w.T, 0.0)
     got = np.asarray(hpca.dense_update(jnp.asarray(w.T), jnp.asarray(x), jnp.asarray(r)))
-    np.testing.assert_allclose(got.T, loop_update(w, x), rtol=1e-4, atol=1e-4)
+    chex.assert_trees_all_close(got.T, loop_update(w, x), rtol=1e-4, atol=1e-4)
 
 
 def test_conv_update_is_eq2_over_patches():
@@ -43,7 +45,17 @@ def test_conv_update_is_eq2_over_patches():
     r = np.maximum(patches @ w.T, 0.0)
     got = hpca.conv_update(jnp.asarray(kernel), jnp.asarray(x), jnp.asarray(r.reshape(2, 4, 4, 4)))
     want = loop_update(w, patches).T.reshape(kernel.shape)
-    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4)
+    chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_rule_functions_assert_shapes_that_would_broadcast_silently():
+    kernel, x = jnp.zeros((6, 4)), jnp.zeros((5, 6))
+    with pytest.raises(AssertionError):
+        hpca.dense_update(kernel, x, jnp.zeros((5, 1)))  # (N, 1) responses broadcast over n
+    with pytest.raises(AssertionError):
+        hpca.dense_update(jnp.zeros((1, 4)), x, jnp.zeros((5, 4)))  # kernel for d = 1
+    with pytest.raises(AssertionError):  # responses of a 'SAME' convolution
+        hpca.conv_update(jnp.zeros((3, 3, 2, 4)), jnp.zeros((2, 6, 6, 2)), jnp.zeros((2, 6, 6, 4)))
 
 
 def test_unfold_matches_convolution():
@@ -53,7 +65,7 @@ def test_unfold_matches_convolution():
         x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
     flat = hpca.unfold(x, 2, 3) @ kernel.reshape(-1, 5)
-    np.testing.assert_allclose(np.asarray(conv).reshape(-1, 5), flat, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(np.asarray(conv).reshape(-1, 5), flat, rtol=1e-5, atol=1e-5)
 
 
 def test_linear_layer_converges_to_principal_components():
@@ -79,7 +91,7 @@ def test_linear_layer_converges_to_principal_components():
     top = vecs[:, ::-1][:, :n]
     cos = np.abs(np.sum(np.asarray(kernel) * top, axis=0)) / np.linalg.norm(kernel, axis=0)
     assert np.all(cos > 0.99), cos  # each unit on its eigenvector, in eigenvalue order
-    np.testing.assert_allclose(np.linalg.norm(kernel, axis=0), 1.0, atol=0.05)
+    chex.assert_trees_all_close(np.linalg.norm(kernel, axis=0), np.ones(n), atol=0.05)
 
 
 def _images(n: int, seed: int = 0) -> np.ndarray:
@@ -94,10 +106,7 @@ def test_hebbian_step_moves_every_hebbian_kernel_and_nothing_else():
     for name in ("conv1", "conv2", "conv3", "conv4", "fc5"):
         assert not np.allclose(new["params"][name]["kernel"], v["params"][name]["kernel"])
     for name in ("head", "bn1", "bn5"):
-        for leaf, old in zip(
-            jax.tree.leaves(new["params"][name]), jax.tree.leaves(v["params"][name]), strict=True
-        ):
-            np.testing.assert_array_equal(leaf, old)
+        chex.assert_trees_all_equal(new["params"][name], v["params"][name])
     assert not np.allclose(new["batch_stats"]["bn1"]["mean"], v["batch_stats"]["bn1"]["mean"])
     # conv1's update is eq. 2 on the unfolded patches of the standardised images
     _, state = model.apply(v, x, train=True, hebbian=True, mutable=["batch_stats", "hebbian"])
@@ -107,7 +116,7 @@ def test_hebbian_step_moves_every_hebbian_kernel_and_nothing_else():
     r = np.asarray(resp).reshape(-1, 96)
     want = (r.T @ patches - np.tril(r.T @ r) @ w.T) / len(patches)
     got = (np.asarray(new["params"]["conv1"]["kernel"]).reshape(-1, 96) - w) / 1e-3
-    np.testing.assert_allclose(got, want.T, rtol=2e-3, atol=2e-4)
+    chex.assert_trees_all_close(got, want.T, rtol=2e-3, atol=2e-4)
 
 
 def test_pretrain_data_parallel_equals_single_device_and_resumes(tmp_path):
@@ -115,21 +124,21 @@ def test_pretrain_data_parallel_equals_single_device_and_resumes(tmp_path):
     mean, std = convnet.channel_stats(images)
     cfg = hpca.HebbianConfig(lr=1e-3, epochs=2, batch=16)
     key = jax.random.key(7)
-    one = hpca.pretrain(key, images, mean, std, cfg, progress=False)
-    eight = hpca.pretrain(key, images, mean, std, cfg, mesh=biohash.data_mesh(8), progress=False)
-    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight), strict=True):
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    one = hpca_train.pretrain(key, images, mean, std, cfg, progress=False)
+    eight = hpca_train.pretrain(key, images, mean, std, cfg, mesh=data_mesh(8), progress=False)
+    chex.assert_trees_all_close(one, eight, rtol=2e-4, atol=2e-5)
     # interrupted after one epoch, then resumed: the same as straight through
     ckpt = tmp_path / "hpca"
-    hpca.pretrain(key, images, mean, std, cfg._replace(epochs=1), checkpoint_dir=ckpt)
+    hpca_train.pretrain(key, images, mean, std, cfg._replace(epochs=1), checkpoint_dir=ckpt)
     assert checkpoints.latest_step(ckpt) == 1
-    resumed = hpca.pretrain(key, images, mean, std, cfg, checkpoint_dir=ckpt, progress=False)
+    resumed = hpca_train.pretrain(key, images, mean, std, cfg, checkpoint_dir=ckpt, progress=False)
     assert checkpoints.latest_step(ckpt) == 2
-    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(resumed), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["2"]  # <dir>/<epoch>, the latest only
+    chex.assert_trees_all_equal(checkpoints.restore_step(ckpt, 2, resumed), resumed)
+    chex.assert_trees_all_close(one, resumed, rtol=1e-5, atol=1e-6)
     # a folder already past the epochs asked for is refused, not silently returned
     with pytest.raises(InputError, match="holds epoch 2, past the 1"):
-        hpca.pretrain(key, images, mean, std, cfg._replace(epochs=1), checkpoint_dir=ckpt)
+        hpca_train.pretrain(key, images, mean, std, cfg._replace(epochs=1), checkpoint_dir=ckpt)
 
 
 @pytest.mark.parametrize(
@@ -143,6 +152,6 @@ def test_pretrain_data_parallel_equals_single_device_and_resumes(tmp_path):
     ],
 )
 def test_pretrain_bad_input(images, cfg, devices, problem):
-    mesh = biohash.data_mesh(devices) if devices else None
+    mesh = data_mesh(devices) if devices else None
     with pytest.raises(InputError, match=problem):
-        hpca.pretrain(jax.random.key(0), images, np.zeros(3), np.ones(3), cfg, mesh=mesh)
+        hpca_train.pretrain(jax.random.key(0), images, np.zeros(3), np.ones(3), cfg, mesh=mesh)

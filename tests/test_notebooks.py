@@ -1,18 +1,31 @@
-"""Every notebook in colab/ runs top to bottom on the embedded digits data."""
+"""Every notebook in colab/ runs top to bottom on the embedded digits data, draws its figures, and
+prints the numbers a numpy computation here gives."""
 
 import pathlib
+import re
 
+import jax
 import nbformat
+import numpy as np
 import pytest
 from nbclient import NotebookClient
+from test_retrieval import np_bits_distance, np_distances, np_exact_retrieved
 
-NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "colab").glob("*.ipynb"))
+from hebbret import data
+from hebbret.data import splits
+
+COLAB = pathlib.Path(__file__).parent.parent / "colab"
+NOTEBOOKS = ("biohash_quickstart.ipynb", "hpca_quickstart.ipynb", "retrieval_quickstart.ipynb")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_executes(path, tmp_path, monkeypatch):
+def test_the_notebooks_are_the_documented_ones():
+    assert sorted(p.name for p in COLAB.glob("*.ipynb")) == list(NOTEBOOKS)
+
+
+def _run(name: str, tmp_path, monkeypatch) -> str:
+    """Executes the notebook; returns everything it printed (figures checked to exist)."""
     monkeypatch.delenv("XLA_FLAGS", raising=False)
-    nb = nbformat.read(path, as_version=4)
+    nb = nbformat.read(COLAB / name, as_version=4)
     NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
     ).execute()
@@ -20,7 +33,52 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     errors = [o for o in outputs if o.get("output_type") == "error"]
     assert not errors, errors
     assert any(o.get("output_type") == "display_data" for o in outputs)  # the figures
+    stdout = [o for o in outputs if o.get("output_type") == "stream" and o.get("name") == "stdout"]
+    return "".join(o.get("text", "") for o in stdout)
 
 
-def test_there_is_a_notebook():
-    assert NOTEBOOKS
+def _digits_map(codes_or_x, metric: str, seed: int = 0) -> float:
+    """mAP@All (percent) of the digits default protocol, distances and AP in plain numpy."""
+    p = splits.default_protocol(data.load("digits", progress=False), seed=seed)
+    if metric == "hamming":
+        q, b = codes_or_x(p.xq), codes_or_x(p.xb)
+        d = np_bits_distance(q, b, "hamming")
+    else:
+        d = np_distances(p.xq.astype(np.float64), p.xb.astype(np.float64), metric)
+    n = len(p.yb)
+    return 100 * np.mean([np_exact_retrieved(d[i], p.yb == p.yq[i], n) for i in range(len(p.yq))])
+
+
+def test_retrieval_quickstart(tmp_path, monkeypatch):
+    printed = _run("retrieval_quickstart.ipynb", tmp_path, monkeypatch)
+    value = float(re.search(r"^sqeuclidean\s+([\d.]+)", printed, re.M).group(1))
+    assert value == pytest.approx(_digits_map(None, "sqeuclidean"), abs=0.006)
+
+
+def test_biohash_quickstart(tmp_path, monkeypatch):
+    printed = _run("biohash_quickstart.ipynb", tmp_path, monkeypatch)
+    lsh_k2 = float(re.search(r"^\| LSH \| ([\d.]+)", printed, re.M).group(1))
+    p = splits.default_protocol(data.load("digits", progress=False), seed=0)
+    mean = p.xb.astype(np.float32).mean(0, dtype=np.float64)
+    proj = np.asarray(jax.random.normal(jax.random.key(0), (2, p.xb.shape[1])), np.float64)
+
+    def codes(x):
+        return (x.astype(np.float64) - mean) @ proj.T > 0
+
+    assert lsh_k2 == pytest.approx(_digits_map(codes, "hamming"), abs=0.006)
+
+
+def test_hpca_quickstart(tmp_path, monkeypatch):
+    """The layer the notebook reports as chosen is the printed row with the best validation
+    mAP (ties: the shallower layer), and its test mAP is that row's."""
+    printed = _run("hpca_quickstart.ipynb", tmp_path, monkeypatch)
+    row = r"(none|hpca)\s+layer (\d): mAP ([\d.]+), .* validation mAP ([\d.]+)"
+    found = re.findall(row, printed, re.M)
+    rows = [(n, int(layer), float(m), float(v)) for n, layer, m, v in found]
+    chosen = r"^(none|hpca): layer (\d) chosen on validation, test mAP ([\d.]+)"
+    reported = re.findall(chosen, printed, re.M)
+    assert len(rows) == 4 and len(reported) == 2
+    for name, layer, test_map in reported:
+        mine = [r for r in rows if r[0] == name]
+        best = max(sorted(mine, key=lambda r: r[1]), key=lambda r: r[3])
+        assert (int(layer), float(test_map)) == (best[1], best[2])

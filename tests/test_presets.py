@@ -1,6 +1,10 @@
 """Tests for hebbret.data.presets: the digits rule makes BioHash converge and improve with k; every
-other dataset gets the paper's rule."""
+other dataset gets the paper's rule; the display labels' rule; the protocol presets."""
 
+import subprocess
+import sys
+
+import jax
 import pytest
 
 from hebbret import data, hashing
@@ -15,7 +19,8 @@ from hebbret.rules import biohash
 def digits_rows():
     """BioHash with the digits preset at k = 8 and 32 on the digits protocol, seed 0 (~1 s)."""
     proto = splits.default_protocol(data.load("digits", progress=False), seed=0)
-    rows = compare.run(proto, methods=["biohash"], ks=(8, 32), config=presets.hash_config("digits"))
+    cfg, key = presets.hash_config("digits"), jax.random.key(0)
+    rows = compare.run(proto, methods=["biohash"], ks=(8, 32), config=cfg, key=key)
     return {r["k"]: r for r in rows}
 
 
@@ -61,8 +66,81 @@ def test_activity_and_conv_front_ends():
 
 
 def test_overrides():
-    cfg = presets.hash_config("digits", k=4, seed=3, activity=0.1)
-    assert (cfg.k, cfg.seed, cfg.activity, cfg.rule.eps0) == (4, 3, 0.1, 0.1)
+    cfg = presets.hash_config("digits", k=4, activity=0.1)
+    assert (cfg.k, cfg.activity, cfg.rule.eps0) == (4, 0.1, 0.1)
     assert isinstance(cfg, hashing.HashConfig)
     with pytest.raises(InputError, match="unknown HashConfig field"):
         presets.hash_config("digits", eps0=0.5)
+
+
+# -- display labels: the rule that recognises a known dataset's content --------------------------
+
+CIFAR10 = {
+    "class_names": list(presets.CIFAR10_CLASSES),
+    "splits": {
+        "train": {"n": 50_000, "shape": [32, 32, 3], "dtype": "uint8"},
+        "test": {"n": 10_000, "shape": [32, 32, 3], "dtype": "uint8"},
+    },
+}
+
+
+def changed(path: str, value: object) -> dict:
+    """CIFAR10 with one entry replaced: "class_names", "splits", "train.n", "test.shape", ..."""
+    out = {"class_names": list(CIFAR10["class_names"])}
+    out["splits"] = {name: dict(s) for name, s in CIFAR10["splits"].items()}
+    if "." in path:
+        split, field = path.split(".")
+        out["splits"][split][field] = value
+    else:
+        out[path] = value
+    return out
+
+
+def test_recognise_cifar10():
+    assert presets.recognise(CIFAR10) == "CIFAR-10"
+    assert presets.content_label("archive", "x.tgz", CIFAR10, "JPEG") == "CIFAR-10 (JPEG)"
+    assert presets.content_label("npz", "c.npz", CIFAR10, "npz") == "CIFAR-10 (npz)"
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("class_names", list(reversed(presets.CIFAR10_CLASSES))),  # another label order
+        ("class_names", [*presets.CIFAR10_CLASSES[:9], "lorry"]),
+        ("class_names", list(presets.CIFAR10_CLASSES[:9])),
+        ("class_names", [str(c) for c in range(10)]),
+        ("train.n", 49_999),
+        ("test.n", 10_001),
+        ("test.shape", [32, 32, 1]),
+        ("train.shape", [28, 28, 3]),
+        ("train.shape", [3072]),  # features
+        ("test.dtype", "float32"),
+        ("splits", {"all": {"n": 60_000, "shape": [32, 32, 3], "dtype": "uint8"}}),
+        ("splits", {**CIFAR10["splits"], "val": {"n": 1, "shape": [32, 32, 3], "dtype": "uint8"}}),
+    ],
+)
+def test_recognise_needs_every_part_of_the_content(path, value):
+    assert presets.recognise(changed(path, value)) is None
+    assert presets.content_label("folder", "cifar10-jpeg", changed(path, value), "JPEG") == (
+        "image folder cifar10-jpeg"
+    )
+
+
+def test_named_labels_and_protocols():
+    assert [presets.preset(s).label for s in ("digits", "mnist", "cifar10", "cifar100")] == [
+        "scikit-learn digits (8x8)",
+        "MNIST",
+        "CIFAR-10",
+        "CIFAR-100",
+    ]
+    assert presets.preset("folder:/data/mnist") is presets.DEFAULT
+    assert (presets.preset("mnist").queries_per_class, presets.preset("mnist").R) == (100, None)
+    assert (presets.preset("digits").queries_per_class, presets.preset("digits").R) == (10, None)
+    assert (presets.DEFAULT.queries_per_class, presets.DEFAULT.R) == (None, 1000)
+
+
+def test_presets_and_splits_import_without_jax():
+    """The loaders read the presets, so importing them must not import the hashers (or JAX)."""
+    code = "import sys, hebbret.data.presets, hebbret.data.splits; print('jax' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr

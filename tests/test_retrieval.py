@@ -3,14 +3,17 @@
 import itertools
 import math
 
+import chex
 import jax
 import numpy as np
 import pytest
 from scipy.stats import hypergeom
 from sklearn.metrics import average_precision_score
 
+import hebbret.mesh
 from hebbret import InputError
 from hebbret import retrieval as rt
+from hebbret.retrieval import distances, kernel
 
 TOL = 1e-6
 
@@ -244,11 +247,16 @@ def test_r_larger_than_relevant_and_database():
 
 @pytest.mark.parametrize("tie", rt.TIES)
 def test_single_item_database(tie):
+    yq, yb = np.array([0, 1, 0]), np.array([0])
     out = rt.evaluate(
-        np.ones((3, 2)), np.ones((1, 2)), [0, 1, 0], [0], metric="sqeuclidean", R=5, tie=tie
+        np.ones((3, 2)), np.ones((1, 2)), yq, yb, metric="sqeuclidean", R=5, tie=tie, at=(1,)
     )
-    np.testing.assert_allclose(out["ap"]["retrieved"], [1, 0, 1])
-    np.testing.assert_allclose(out["precision_at"].get(1, out["map"]), 2 / 3)
+    # By hand: the one item is every query's top 1, relevant to queries 0 and 2 only.
+    top1_relevant = yq == yb[0]
+    np.testing.assert_allclose(out["ap"]["retrieved"], top1_relevant.astype(float))
+    assert list(out["precision_at"]) == [1]
+    assert out["precision_at"][1] == pytest.approx(top1_relevant.mean())  # 2/3
+    assert out["precision_at"][1] == pytest.approx(2 / 3)
 
 
 def test_pr_curves_match_numpy():
@@ -312,9 +320,8 @@ def test_sharded_database_equals_single_device(metric, tie):
     kw = dict(metric=metric, R=30, tie=tie, at=(5, 30), seed=3, chunk_size=8)
     one = rt.evaluate(xq, xb, yq, yb, **kw)
     eight = rt.evaluate(xq, xb, yq, yb, mesh=rt.database_mesh(8), **kw)
-    for name in rt.NORMALISERS:
-        np.testing.assert_allclose(eight["ap"][name], one["ap"][name], atol=TOL)
-    assert eight["precision_at"] == pytest.approx(one["precision_at"], abs=TOL)
+    chex.assert_trees_all_close(eight["ap"], one["ap"], atol=TOL)
+    chex.assert_trees_all_close(eight["precision_at"], one["precision_at"], atol=TOL)
     if metric != "overlap" or tie != "exact":
         d1, i1 = rt.search(xq, xb, 9, metric=metric, tie="random" if tie == "exact" else tie)
         d8, i8 = rt.search(
@@ -330,15 +337,15 @@ def test_sharded_database_equals_single_device(metric, tie):
 
 def test_no_recompilation_across_chunks(monkeypatch):
     traces = []
-    body = rt._shard_body
-    monkeypatch.setattr(rt, "_shard_body", lambda *a: traces.append(1) or body(*a))
-    rt._compiled_chunk.cache_clear()
+    body = kernel.shard_body
+    monkeypatch.setattr(kernel, "shard_body", lambda *a: traces.append(1) or body(*a))
+    kernel.compiled_chunk.cache_clear()
     rng = np.random.default_rng(0)
     xq, xb, yq, yb = tied_features(rng, 50, 64)
     rt.evaluate(xq, xb, yq, yb, metric="sqeuclidean", R=10, chunk_size=8)  # 7 chunks
     rt.evaluate(xq[:20], xb, yq[:20], yb, metric="sqeuclidean", R=10, chunk_size=8)
     assert len(traces) == 1
-    rt._compiled_chunk.cache_clear()
+    kernel.compiled_chunk.cache_clear()
 
 
 # ---------------------------------------------------------------- bad input
@@ -414,7 +421,7 @@ def test_wide_codes_match_numpy(kind, metric, tie):
         bq, bb = sparse_codes(rng, 15, m, 4), sparse_codes(rng, 120, m, 4)
     else:
         bq, bb = rng.integers(0, 2, (15, m)), rng.integers(0, 2, (120, m))
-    assert (rt._max_active(metric, rt.pack_bits(bq), m) > 0) == (kind == "sparse")
+    assert (distances.max_active(metric, rt.pack_bits(bq), m) > 0) == (kind == "sparse")
     yq, yb = rng.integers(0, 3, 15), rng.integers(0, 3, 120)
     out = rt.evaluate(rt.pack_bits(bq), rt.pack_bits(bb), yq, yb, metric=metric, R=20, tie=tie)
     d = np_bits_distance(bq, bb, metric)
@@ -435,10 +442,22 @@ def test_wide_codes_match_numpy(kind, metric, tie):
 
 
 def test_wide_code_chunks_are_bounded():
-    cfg = rt._Static("hamming", "exact", 10, 10, (10,), 30720, False, False, True, 50000, 16)
-    assert rt._chunk_size(cfg, 50_000, 960, None) * 50_000 * 16 <= 2**24
+    cfg = kernel.KernelConfig(
+        metric="hamming",
+        tie="exact",
+        r=10,
+        depth=10,
+        at=(10,),
+        num_bits=30720,
+        use_histogram=False,
+        search_only=False,
+        num_db=50_000,
+        active=16,
+    )
+    chunk = kernel.queries_per_chunk(cfg, 50_000, 960, None)
+    assert chunk > 1 and chunk * 50_000 * 16 <= 2**24  # (C, N, active) within ~64 MB
     dense = cfg._replace(active=0)
-    assert rt._chunk_size(dense, 50_000, 960, None) == 1
+    assert kernel.queries_per_chunk(dense, 50_000, 960, None) == 1
 
 
 def test_map_at_several_depths_in_one_pass_hand_example():
@@ -454,7 +473,7 @@ def test_map_at_several_depths_in_one_pass_hand_example():
     assert out["map_by_normaliser"]["relevant"] == pytest.approx((1 + 2 / 3 + 3 / 6) / 3)
     for r in (2, 4):  # the same as separate calls
         alone = rt.evaluate(np.zeros((1, 1)), xb, [1], yb, metric="sqeuclidean", R=r)
-        assert out["map_at"][r] == pytest.approx(alone["map_by_normaliser"])
+        chex.assert_trees_all_close(out["map_at"][r], alone["map_by_normaliser"])
 
 
 def test_map_at_several_depths_with_ties_matches_separate_calls():
@@ -463,4 +482,97 @@ def test_map_at_several_depths_with_ties_matches_separate_calls():
     out = rt.evaluate(xq, xb, yq, yb, metric="manhattan", R=40, more_R=(5, 20, "all"))
     for r in (5, 20, 60):
         alone = rt.evaluate(xq, xb, yq, yb, metric="manhattan", R=r)["map_by_normaliser"]
-        assert out["map_at"][r] == pytest.approx(alone, abs=1e-6)
+        chex.assert_trees_all_close(out["map_at"][r], alone, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the package split changed nothing
+
+
+def np_expected_hits(d, rel, n):
+    """Expected number of relevant items in the top n over all orders of tied items."""
+    v = np.sort(d)[n - 1]
+    before, tied = d < v, d == v
+    return rel[before].sum() + (n - before.sum()) * rel[tied].sum() / tied.sum()
+
+
+KERNEL_PATHS = [  # (metric, features, tie): every branch of the chunk kernel
+    ("sqeuclidean", "tied", "exact"),  # top_k, exact tie groups
+    ("manhattan", "tied", "stable"),  # top_k, singletons
+    ("cosine", "normal", "random"),  # normalised rows, permuted database
+    ("hamming", 12, "exact"),  # +-1 matmul keys, histogram
+    ("overlap", 12, "random"),  # popcount keys, top_k
+    ("hamming", 300, "exact"),  # wide dense codes: popcount over words
+    ("overlap", "sparse", "exact"),  # wide sparse codes: set-bit gather
+    ("hamming", "sparse", "stable"),
+]
+
+
+@pytest.mark.parametrize("num_devices", [1, 8])
+@pytest.mark.parametrize("metric, features, tie", KERNEL_PATHS)
+def test_every_kernel_path_matches_numpy_reference(metric, features, tie, num_devices):
+    """evaluate and search through every module of the package (bits, distances, inputs, ap,
+    kernel), on one device and sharded, against the numpy references above."""
+    rng = np.random.default_rng(31)
+    nq, nb, r, at = 11, 61, 15, (1, 10)
+    if features == "tied":
+        xq, xb, _, _ = tied_features(rng, nq, nb)
+        d = np_distances(xq, xb, metric)
+    elif features == "normal":
+        xq, xb = rng.normal(size=(nq, 5)), rng.normal(size=(nb, 5))
+        d = np_distances(xq, xb, metric)
+    else:
+        if features == "sparse":
+            bq, bb = sparse_codes(rng, nq, 600, 3), sparse_codes(rng, nb, 600, 3)
+        else:
+            bq, bb = rng.integers(0, 2, (nq, features)), rng.integers(0, 2, (nb, features))
+        xq, xb, d = rt.pack_bits(bq), rt.pack_bits(bb), np_bits_distance(bq, bb, metric)
+        length = bq.shape[1]
+    yq, yb = rng.integers(0, 3, nq), rng.integers(0, 3, nb)
+    mesh = rt.database_mesh(num_devices)
+    out = rt.evaluate(xq, xb, yq, yb, metric=metric, R=r, tie=tie, at=at, seed=4, mesh=mesh)
+    perm = np.random.default_rng(4).permutation(nb)
+    want_ap = {k: [] for k in rt.NORMALISERS}
+    hits = {n: [] for n in at}
+    for i in range(nq):
+        rel = yb == yq[i]
+        total = rel.sum()
+        if tie == "exact":
+            fixed = np_exact_fixed(d[i], rel, r)
+            want_ap["relevant"].append(fixed / total if total else 0.0)
+            want_ap["min"].append(fixed / min(r, total) if total else 0.0)
+            want_ap["retrieved"].append(np_exact_retrieved(d[i], rel, r))
+            for n in at:
+                hits[n].append(np_expected_hits(d[i], rel, n))
+        else:
+            ranked = rel[np_ranked(d[i], tie, perm)]
+            for k in rt.NORMALISERS:
+                want_ap[k].append(np_ap(ranked, r, total, k))
+            for n in at:
+                hits[n].append(ranked[:n].sum())
+    got = {k: out[k] for k in ("ap", "precision_at", "top_n_score")}
+    want = {
+        "ap": {k: np.array(v) for k, v in want_ap.items()},
+        "precision_at": {n: np.mean(hits[n]) / n for n in at},
+        "top_n_score": {n: float(np.mean(hits[n])) for n in at},
+    }
+    chex.assert_trees_all_close(got, want, atol=TOL)
+    if tie != "exact":
+        dist, idx = rt.search(xq, xb, 7, metric=metric, tie=tie, seed=4, mesh=mesh)
+        order = np.stack([np_ranked(row, tie, perm)[:7] for row in d])
+        np.testing.assert_array_equal(idx, order)
+        want_d = np.take_along_axis(d, order, 1)
+        if metric == "cosine":
+            want_d = 1.0 - want_d  # search reports the similarity
+        elif metric == "overlap":
+            want_d = length - want_d  # and the overlap count
+        np.testing.assert_allclose(dist, want_d, atol=1e-5)
+
+
+def test_public_names_are_reexported():
+    for name in rt.__all__:
+        assert hasattr(rt, name), name
+    assert rt.database_mesh is hebbret.mesh.database_mesh
+    assert set(rt.METRICS) == set(rt.FLOAT_METRICS) | set(rt.BIT_METRICS)
+    kw = dict(metric="sqeuclidean", mesh=hebbret.mesh.data_mesh(1))
+    with pytest.raises(InputError, match="axis 'db'"):
+        rt.evaluate(np.ones((2, 3)), np.ones((4, 3)), [0, 1], [0, 1, 0, 1], **kw)

@@ -83,6 +83,8 @@ def test_one_class_warns_every_item_is_relevant():
 
 # ------------------------------------------------------------------ hashers and the command line
 
+import jax  # noqa: E402
+
 from hebbret import cli, hashing  # noqa: E402
 from hebbret.data import splits  # noqa: E402
 from hebbret.pipelines import compare  # noqa: E402
@@ -97,10 +99,11 @@ def one_line_error(capsys, fragment):
 
 def test_encode_rejects_params_of_another_method():
     x = np.random.default_rng(5).normal(size=(120, 6)).astype(np.float32)
-    lsh = hashing.fit("lsh", x, hashing.HashConfig(k=4))
+    key = jax.random.key(0)
+    lsh = hashing.fit("lsh", x, hashing.HashConfig(k=4), key=key)
     with pytest.raises(InputError, match="params of 'lsh'"):
         hashing.encode("itq", lsh, x)
-    naive = hashing.fit("naivebiohash", x, hashing.HashConfig(k=4, rule=fast_rule()))
+    naive = hashing.fit("naivebiohash", x, hashing.HashConfig(k=4, rule=fast_rule()), key=key)
     with pytest.raises(InputError, match="params of 'naivebiohash'"):
         hashing.encode("biohash", naive, x)
 
@@ -210,7 +213,13 @@ def test_compare_run_checks_before_fitting(monkeypatch):
     calls = []
     monkeypatch.setattr(hashing, "fit", lambda *a, **k: calls.append(a))
     with pytest.raises(InputError, match="k <= d"):
-        compare.run(proto, methods=["lsh", "pcahash"], ks=[2, 8], config=hashing.HashConfig(k=1))
+        compare.run(
+            proto,
+            methods=["lsh", "pcahash"],
+            ks=[2, 8],
+            config=hashing.HashConfig(k=1),
+            key=jax.random.key(0),
+        )
     assert calls == []
 
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hebbret.data import Dataset
+from hebbret.data import Dataset, presets
 from hebbret.errors import InputError, check_seed
 from hebbret.perturb import shadow
 
@@ -101,10 +101,6 @@ def random_queries(num_items: int, m: int, seed: int) -> np.ndarray:
     return np.random.default_rng(check_seed(seed)).choice(num_items, m, replace=False)
 
 
-# name -> (queries per class, R); others: BioHash's CIFAR-10 protocol, scaled to the data.
-_DEFAULTS = {"mnist": (100, None), "digits": (10, None)}
-
-
 def features(x: np.ndarray) -> np.ndarray:
     """Raw pixels as (n, h*w*c) float32 in [0, 1], or (n, d) features as float32."""
     x = np.asarray(x)
@@ -116,14 +112,16 @@ def features(x: np.ndarray) -> np.ndarray:
 def default_protocol(ds: Dataset, seed: int = 0) -> Protocol:
     """The dataset's retrieval protocol on raw pixels / features (all splits pooled).
 
-    MNIST: 100 queries per class, mAP@All (BioHash Table 1); digits: 10 per class, mAP@All;
-    anything else: BioHash's CIFAR-10 protocol, ``min(1000, smallest class // 6)`` queries per
-    class (1,000 for CIFAR-10's 6,000) and mAP@1000.
+    The protocol is the spec's preset (:func:`hebbret.data.presets.preset`): MNIST 100 queries
+    per class, mAP@All (BioHash Table 1); digits 10 per class, mAP@All; anything else BioHash's
+    CIFAR-10 protocol, ``min(1000, smallest class // 6)`` queries per class (1,000 for
+    CIFAR-10's 6,000) and mAP@1000.
     """
     pooled = ds.pooled()
     counts = np.bincount(pooled.y, minlength=ds.num_classes)
-    name = ds.spec.split(":", 1)[0]
-    n_per_class, r = _DEFAULTS.get(name, (int(np.clip(counts.min() // 6, 1, 1000)), 1000))
+    preset = presets.preset(ds.spec)
+    n_per_class = preset.queries_per_class or int(np.clip(counts.min() // 6, 1, 1000))
+    r = preset.R
     split = per_class_queries(pooled.y, n_per_class, seed)
     x = features(pooled.x)
     desc = f"{n_per_class} queries per class vs the rest, mAP@{'All' if r is None else r}"

@@ -4,8 +4,9 @@ See docs/biohash.md §BioConvHash.
 
 Filters: for each kernel size K, F filters of shape (K, K, C), the rows of ``W`` (F, K*K*C) in
 (row, column, channel) order, learned with the Krotov-Hopfield rule (BioHash eq. 1,
-:func:`hebbret.rules.biohash.train`) on K x K image patches normalised to unit length (§2.4; as in
-Grinberg et al. 2019). Patches are sampled uniformly (image, row, column) from the training images.
+:func:`hebbret.rules.biohash_train.train`) on K x K image patches normalised to unit length (§2.4;
+as in Grinberg et al. 2019). Patches are sampled uniformly (image, row, column) from the training
+images.
 
 Feature map of an image (H, W, C), per kernel size K (stride 1, no padding):
 
@@ -20,7 +21,7 @@ Feature map of an image (H, W, C), per kernel size K (stride 1, no padding):
 
 For 32 x 32 images, kernel sizes (3, 4, 10) give 12 x 12, 12 x 12 and 9 x 9 pooled maps: D = 369 F
 (147,600 for the paper's F = 400). A BioHash layer on these features makes BioConvHash
-(``hashing.fit("bioconvhash", ...)``). Because every patch is normalised, scaling a region of an
+(:mod:`hebbret.hashing.conv`). Because every patch is normalised, scaling a region of an
 image (the "shadows" of appendix B) leaves the currents inside it unchanged.
 """
 
@@ -30,14 +31,17 @@ import functools
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from hebbret import mesh as meshes
+from hebbret import progress as progress_bars
 from hebbret.errors import InputError
-from hebbret.rules import biohash
+from hebbret.rules import biohash, biohash_train
 
 _HI = jax.lax.Precision.HIGHEST
 _TINY = 1e-12
@@ -132,14 +136,15 @@ def learn_filters(
     *,
     mesh=None,
     progress: bool = False,
-) -> biohash.TrainResult:
-    """F filters of size K x K x C: ``biohash.train`` on ``cfg.patches`` unit-normalised patches
-    (no centring: the patches live on the unit sphere). ``mesh`` splits each minibatch over
-    devices as for BioHash. Returns the rule's :class:`~hebbret.rules.biohash.TrainResult`; ``w`` is
+) -> biohash_train.TrainResult:
+    """F filters of size K x K x C: ``biohash_train.train`` on ``cfg.patches`` unit-normalised
+    patches (no centring: the patches live on the unit sphere). ``key`` is split in two: patch
+    sampling, then the rule's W0 and shuffles. ``mesh`` splits each minibatch over devices as for
+    BioHash. Returns the rule's :class:`~hebbret.rules.biohash_train.TrainResult`; ``w`` is
     (F, K*K*C)."""
     kp, kw = jax.random.split(key)
     patches = sample_patches(kp, images, kernel, int(cfg.patches))
-    return biohash.train(kw, patches, int(cfg.filters), rule, mesh=mesh, progress=progress)
+    return biohash_train.train(kw, patches, int(cfg.filters), rule, mesh=mesh, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,6 +196,8 @@ def normalised_currents(images: jax.Array, w: jax.Array, p: float = 2.0) -> jax.
 
 @functools.partial(jax.jit, static_argnames=("k_ci", "pool", "stride", "p"))
 def _feature_chunk(filters, images, k_ci, pool, stride, p):
+    chex.assert_rank(images, 4)
+    chex.assert_rank(list(filters), 2)
     n = images.shape[0]
     maps = [
         max_pool(inhibit(normalised_currents(images, w, p), k_ci), pool, stride).reshape(n, -1)
@@ -218,8 +225,8 @@ def feature_map(
       images: (n, H, W, C) images (any real dtype).
       cfg: the front end's settings (k_ci, pool, stride).
       p: the rule's p (the filters' inner product, BioHash eq. 1).
-      mesh: optional 1-D device mesh (``biohash.data_mesh``): each chunk's images are split
-        over its devices (the chunk is rounded up to a multiple of the device count).
+      mesh: optional 1-D device mesh (:func:`hebbret.mesh.data_mesh`): each chunk's images are
+        split over its devices (the chunk is rounded up to a multiple of the device count).
 
     Returns:
       (n, D) float32, D = :func:`feature_dim`.
@@ -243,10 +250,12 @@ def feature_map(
     n = images.shape[0]
     chunk = max(1, min(int(chunk_size), n))
     put = jnp.asarray
+    meshes.check(mesh, meshes.DATA)
     if mesh is not None:
-        chunk = -(-chunk // mesh.size) * mesh.size
+        devices = meshes.size(mesh)
+        chunk = -(-chunk // devices) * devices
         banks = [jax.device_put(b, NamedSharding(mesh, P())) for b in banks]
-        data = NamedSharding(mesh, P(mesh.axis_names[0]))
+        data = NamedSharding(mesh, P(meshes.DATA))
         put = functools.partial(jax.device_put, device=data)
     static = {
         "k_ci": int(cfg.k_ci),
@@ -254,11 +263,9 @@ def feature_map(
         "stride": int(cfg.stride),
         "p": float(p),
     }
-    starts = range(0, n, chunk)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="conv features", unit="chunk")
+    starts = progress_bars.bar(
+        range(0, n, chunk), desc="conv features", unit="chunk", enabled=progress
+    )
     out = None
     for s in starts:
         block = images[s : s + chunk]

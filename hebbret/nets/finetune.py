@@ -11,13 +11,14 @@ returned variables are those of the epoch with the best validation accuracy.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hebbret import epochs
 from hebbret.errors import InputError
 from hebbret.nets import convnet
 
@@ -123,13 +124,12 @@ def finetune(
     vx, vy = _check_labelled(val, model.num_classes, "validation")
     steps = -(-len(x) // cfg.batch)
     step = _train_step(model, cfg)
-    variables = jax.tree.map(jnp.asarray, variables)
+    variables = jax.tree.map(jnp.array, variables)  # copies: the step donates its inputs
     opt_state = optimiser(cfg).init(variables["params"])
     mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
-    best, best_acc, best_epoch = None, -1.0, 0
-    accs, losses = [], []
-    bar = _epochs(cfg.epochs, progress)
-    for epoch in bar:
+
+    def one_epoch(epoch: int, state: _State, tick) -> _State:
+        variables, opt_state = state.variables, state.opt_state
         ekey = jax.random.fold_in(key, epoch)
         order = np.resize(np.asarray(jax.random.permutation(ekey, len(x))), steps * cfg.batch)
         lr = lr_at_epoch(cfg, epoch).astype(jnp.float32)
@@ -142,13 +142,38 @@ def finetune(
             )
             total += loss
         acc = float(np.mean(convnet.predict(model, variables, vx, mean, std) == vy))
-        accs.append(acc)
-        losses.append(float(total) / steps)
-        if acc > best_acc:
-            best, best_acc, best_epoch = jax.tree.map(np.asarray, variables), acc, epoch + 1
-        if progress:
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", val_acc=f"{acc:.3f}")
-    return FinetuneResult(best, best_epoch, accs, losses)
+        state = state._replace(
+            variables=variables,
+            opt_state=opt_state,
+            accs=[*state.accs, acc],
+            losses=[*state.losses, float(total) / steps],
+        )
+        if acc > state.best_acc:
+            best = jax.tree.map(np.asarray, variables)
+            state = state._replace(best=best, best_acc=acc, best_epoch=epoch + 1)
+        return state
+
+    state = epochs.run(
+        one_epoch,
+        _State(variables, opt_state, None, -1.0, 0, [], []),
+        cfg.epochs,
+        desc="finetune",
+        show=progress,
+        postfix=lambda s: {"loss": f"{s.losses[-1]:.3f}", "val_acc": f"{s.accs[-1]:.3f}"},
+    )
+    return FinetuneResult(state.best, state.best_epoch, state.accs, state.losses)
+
+
+class _State(NamedTuple):
+    """The loop's state after an epoch: current and best-on-validation variables, histories."""
+
+    variables: dict
+    opt_state: Any
+    best: dict | None
+    best_acc: float
+    best_epoch: int
+    accs: list[float]
+    losses: list[float]
 
 
 def _check_labelled(pair, num_classes: int, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -166,11 +191,3 @@ def _check_labelled(pair, num_classes: int, what: str) -> tuple[np.ndarray, np.n
             f"{what} labels must lie in [0, {num_classes}), got {labels.min()}..{labels.max()}"
         )
     return images, labels.astype(np.int32)
-
-
-def _epochs(total: int, enabled: bool):
-    if not enabled:
-        return range(total)
-    from tqdm.auto import tqdm
-
-    return tqdm(range(total), desc="finetune", unit="epoch", leave=False)

@@ -27,16 +27,16 @@ import functools
 import pathlib
 from typing import NamedTuple
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hebbret import checkpoints
+from hebbret import epochs
 from hebbret.errors import InputError
 from hebbret.nets import convnet
-from hebbret.rules.hpca import _progress
 
 
 class VAEConfig(NamedTuple):
@@ -142,6 +142,10 @@ def loss(
       mean, logvar: (B, latents).
       beta: KL weight.
     """
+    chex.assert_equal_shape([recon, target])
+    chex.assert_rank([mean, logvar], 2)
+    chex.assert_equal_shape([mean, logvar])
+    chex.assert_equal_shape_prefix([target, mean], 1)
     batch = target.shape[0]
     rec = jnp.sum(jnp.square(recon - target)) / batch
     kl = 0.5 * jnp.sum(jnp.square(mean) + jnp.exp(logvar) - 1.0 - logvar) / batch
@@ -219,26 +223,13 @@ def pretrain_vae(
     tx = optax.adam(cfg.lr)
     init_key, sample_key = jax.random.split(jax.random.fold_in(key, 0xFFFFFFFF))
     variables = init(model, init_key)
-    state = {**variables, "opt_state": tx.init(variables["params"])}
-    history: list[float] = []
-    start = 0
-    if checkpoint_dir is not None:
-        last = checkpoints.latest_step(checkpoint_dir)
-        if last is not None:
-            like = _saveable(state, np.zeros(last, np.float32))
-            restored = checkpoints.restore_step(checkpoint_dir, last, like)
-            history = [float(v) for v in np.asarray(restored["history"])]
-            opt_leaves = [restored["opt_state"][str(i)] for i in range(len(restored["opt_state"]))]
-            state = {
-                "params": restored["params"],
-                "batch_stats": restored["batch_stats"],
-                "opt_state": jax.tree.unflatten(jax.tree.structure(state["opt_state"]), opt_leaves),
-            }
-            start = last
+    fresh = {**variables, "opt_state": tx.init(variables["params"])}
+    opt_structure = jax.tree.structure(fresh["opt_state"])
     mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
     steps = images.shape[0] // cfg.batch
-    bar = _progress(cfg.epochs * steps, min(start, cfg.epochs) * steps, progress, "beta-vae")
-    for t in range(start, cfg.epochs):
+
+    def one_epoch(t: int, run: tuple[dict, list[float]], tick) -> tuple[dict, list[float]]:
+        state, history = run
         # cached, and built only when there is an epoch left to run
         step = _step_fn(model, float(cfg.lr), float(cfg.beta))
         order = np.asarray(jax.random.permutation(jax.random.fold_in(key, t), images.shape[0]))
@@ -248,12 +239,30 @@ def pretrain_vae(
             k = jax.random.fold_in(sample_key, t * steps + s)
             state, value = step(state, batch, mean, std, k)
             total = total + value
-            bar.update(1)
-        history.append(float(total / steps))
-        if checkpoint_dir is not None:
-            saved = _saveable(state, np.asarray(history, np.float32))
-            checkpoints.save_step(checkpoint_dir, t + 1, saved)
-    bar.close()
+            tick()
+        return state, [*history, float(total / steps)]
+
+    def from_tree(tree: dict) -> tuple[dict, list[float]]:
+        opt_leaves = [tree["opt_state"][str(i)] for i in range(len(tree["opt_state"]))]
+        restored = {
+            "params": tree["params"],
+            "batch_stats": tree["batch_stats"],
+            "opt_state": jax.tree.unflatten(opt_structure, opt_leaves),
+        }
+        return restored, [float(v) for v in np.asarray(tree["history"])]
+
+    state, history = epochs.run(
+        one_epoch,
+        (fresh, []),
+        cfg.epochs,
+        desc="beta-vae",
+        steps=steps,
+        show=progress,
+        checkpoint_dir=checkpoint_dir,
+        to_tree=lambda run: _saveable(run[0], np.asarray(run[1], np.float32)),
+        like=lambda last: _saveable(fresh, np.zeros(last, np.float32)),
+        from_tree=from_tree,
+    )
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     return jax.tree.map(np.asarray, variables), history
 

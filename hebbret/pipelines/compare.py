@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from hebbret import hashing, retrieval
@@ -45,6 +46,7 @@ def iter_rows(
     methods: Sequence[str],
     ks: Sequence[int],
     config: hashing.HashConfig,
+    key: jax.Array,
     x_train: np.ndarray | None = None,
     tie: str = "exact",
     normaliser: str = "retrieved",
@@ -57,7 +59,9 @@ def iter_rows(
     Args:
       proto: queries / database features and labels and R (see ``splits.default_protocol``).
       methods: names in ``hashing.HASHERS``; ks: hash lengths.
-      config: shared settings (activity, rule, seed, ...); ``k`` is replaced per row.
+      config: shared settings (activity, rule, ...); ``k`` is replaced per row.
+      key: the PRNG key of every fit (``jax.random.key(seed)``): every row is fitted with this
+        same key, so a method's row at k draws what ``hashing.fit(..., key=key)`` draws.
       x_train: training features (default: the database, as in the BioHash protocols).
       tie, normaliser: the retrieval kernel's tie policy and AP normaliser.
       log: optional ``print``-like callable for one line per finished row.
@@ -69,11 +73,12 @@ def iter_rows(
     """
     x_train = proto.xb if x_train is None else x_train
     check(methods, ks, config, np.shape(x_train))
+    key = hashing.check_key(key)
     for method in methods:
         for k in ks:
             cfg = config._replace(k=int(k))
             start = time.perf_counter()
-            params = hashing.fit(method, x_train, cfg, progress=progress)
+            params = hashing.fit(method, x_train, cfg, key=key, progress=progress)
             fit_s = time.perf_counter() - start
             start = time.perf_counter()
             cq = hashing.encode(method, params, proto.xq)

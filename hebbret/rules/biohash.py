@@ -9,26 +9,18 @@ reference notebook (DimaKrotov/Biological_Learning):
 - eq. (2): per sample, rank the m currents; ``g = 1`` for the top unit, ``g = -Delta`` for the unit
   of rank r, 0 otherwise, giving the (m, B) matrix ``G``;
 - eq. (1) summed over the minibatch: ``dW = G X - (sum_A G_muA I_muA)[:, None] * W``;
-- the notebook's step: ``W <- W + eps_t * dW / max(max|dW|, precision)``, with
-  ``eps_t = eps0 * (1 - t / Tmax)`` at epoch t; weights converge to the unit p-sphere, and
-  training stops when the mean row p-norm falls below 1.06 (Ryali et al. 2020, appendix D).
+- the notebook's step: ``W <- W + eps * dW / max(max|dW|, precision)``.
 
-Speed: only the units that win (or rank r) for some sample of the minibatch have a nonzero row in
-``dW``, so when those K = B (2 B with Delta != 0) (sample, unit) pairs are fewer than m, a step
-computes just their rows of ``dW`` (per-unit sums as a (K, K) one-hot matmul) and scatters them
-into ``W``; the (B, m) currents matmul is the only O(m d B) work. This is the dense update exactly
-(zero rows of ``dW`` leave ``W`` unchanged and cannot be the max). With K > m the dense (m, K)
-``G`` is used instead. Ties between currents go to the lower unit index (``lax.top_k``).
+:func:`reference_update` writes eqs. (1)-(2) directly with the dense ``G``. :func:`raw_update`
+and :func:`step` compute the same ``dW`` faster: only the units that win (or rank r) for some
+sample have a nonzero row, so when those K = B (2 B with Delta != 0) (sample, unit) pairs are
+fewer than m, just their rows are computed (per-unit sums as a (K, K) one-hot matmul) and
+scattered into ``W``; the (B, m) currents matmul is the only O(m d B) work. Zero rows leave ``W``
+unchanged and cannot be the max, so this is the dense update exactly. With K > m the dense
+(m, K) ``G`` is used instead. Ties between currents go to the lower unit index (``lax.top_k``).
 
-Devices: with a 1-D mesh (axis ``"data"``, :func:`data_mesh`) each device takes a slice of every
-minibatch and computes the currents and its partial update ``G_s X_s - c_s W`` on it. The partial
-updates are kept sparse, as (unit, row, coefficient) triples; summing them across devices (an
-all-gather of the triples followed by the same per-unit sum a single device does) happens before
-the max-normalisation, so N devices give the weights one device gives (to float tolerance).
-
-Epochs are passes over the data in minibatches of ``batch`` rows; the ragged tail of
-``n % batch`` rows is dropped (as the notebook does). :func:`train` reshuffles every epoch, so a
-different tail is dropped each time.
+Epochs, data-parallel devices and the training loop (eps_t schedule, stopping at mean norm
+1.06): :mod:`hebbret.rules.biohash_train`.
 """
 
 from __future__ import annotations
@@ -37,15 +29,13 @@ import functools
 import math
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from hebbret.errors import InputError
 
-_AXIS = "data"
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -64,15 +54,6 @@ class RuleConfig(NamedTuple):
     init_norm: float | None = None  # None: W0 ~ N(0, 1) (paper); else rows rescaled to this p-norm
 
 
-class TrainResult(NamedTuple):
-    """Output of :func:`train`: weights (m, d), epochs run, final mean norm, norm after each."""
-
-    w: jax.Array
-    epochs: int
-    mean_norm: float
-    history: list[float]
-
-
 class _Rule(NamedTuple):
     """The fields of :class:`RuleConfig` that the compiled kernels depend on (their cache key)."""
 
@@ -84,11 +65,6 @@ class _Rule(NamedTuple):
 
 def _rule(cfg: RuleConfig) -> _Rule:
     return _Rule(float(cfg.p), float(cfg.delta), int(cfg.r), float(cfg.precision))
-
-
-# --------------------------------------------------------------------------------------------
-# The rule
-# --------------------------------------------------------------------------------------------
 
 
 def signed_power(w: jax.Array, p: float) -> jax.Array:
@@ -103,6 +79,8 @@ def signed_power(w: jax.Array, p: float) -> jax.Array:
 
 def _currents_mb(w: jax.Array, x: jax.Array, p: float) -> jax.Array:
     """(m, B) currents, ``W`` (m, d) as the lhs as in the notebook (``W @ X.T`` for p = 2)."""
+    chex.assert_rank([w, x], 2)
+    chex.assert_equal_shape([w, x], dims=1)
     return jnp.dot(signed_power(w, p), x.T, precision=_HIGHEST)
 
 
@@ -125,6 +103,50 @@ def currents(w: jax.Array, x: jax.Array, p: float) -> jax.Array:
     w, x = _as_pair(w, x)
     _check_p(p)
     return _currents(w, x, float(p))
+
+
+# --------------------------------------------------------------------------------------------
+# Eqs. (1)-(2) as written: the dense (m, B) G
+# --------------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames="rule")
+def _reference(w: jax.Array, x: jax.Array, rule: _Rule) -> jax.Array:
+    (m, _), b = w.shape, x.shape[0]
+    cur = _currents_mb(w, x, rule.p)  # I (m, B)
+    rank = jnp.argsort(-cur, axis=0, stable=True)  # rank[k, A]: unit of rank k + 1 (ties: low mu)
+    samples = jnp.arange(b)
+    g = jnp.zeros((m, b), jnp.float32).at[rank[0], samples].set(1.0)  # eq. (2): the winner
+    if rule.delta != 0.0:
+        g = g.at[rank[rule.r - 1], samples].set(-rule.delta)  # eq. (2): rank r
+    hebb = jnp.dot(g, x, precision=_HIGHEST)  # sum_A g_muA x_A
+    decay = jnp.sum(g * cur, axis=1)  # sum_A g_muA <W_mu, x_A>_mu
+    return hebb - decay[:, None] * w  # eq. (1) summed over the minibatch
+
+
+def reference_update(w: jax.Array, x: jax.Array, cfg: RuleConfig) -> jax.Array:
+    """BioHash eqs. (1)-(2) written directly, with the full (m, B) matrix ``G`` (a reference).
+
+    ``G_muA = 1`` if unit mu has the largest current ``I_muA`` for sample A, ``-cfg.delta`` if
+    it has the ``cfg.r``-th largest, else 0 (ties: the lower unit index ranks first); then
+    ``dW = G X - (sum_A G_muA I_muA)[:, None] * W``. O(m B) memory: use :func:`raw_update`.
+
+    Args:
+      w: (m, d) weights.
+      x: (B, d) minibatch.
+      cfg: uses ``p``, ``delta``, ``r``.
+
+    Returns:
+      (m, d) float32 ``dW``, equal to :func:`raw_update`'s up to float summation order.
+    """
+    w, x = _as_pair(w, x)
+    _check_rule(cfg, w.shape[0])
+    return _reference(w, x, _rule(cfg))
+
+
+# --------------------------------------------------------------------------------------------
+# The fast path: only the rows of the active units
+# --------------------------------------------------------------------------------------------
 
 
 def _partial(w: jax.Array, x: jax.Array, rule: _Rule):
@@ -157,8 +179,10 @@ def _rows(w: jax.Array, units: jax.Array, gx: jax.Array, gi: jax.Array):
     (m, d) ``dW`` and ``target`` is None. Sums go through one-hot matmuls, never scatter-adds,
     so they are deterministic on every backend.
     """
-    m = w.shape[0]
-    if units.shape[0] > m:  # more pairs than units: the dense (m, K) G is the smaller problem
+    m, k = w.shape[0], units.shape[0]
+    chex.assert_shape([units, gi], (k,))
+    chex.assert_shape(gx, (k, w.shape[1]))
+    if k > m:  # more pairs than units: the dense (m, K) G is the smaller problem
         onehot = (jnp.arange(m)[:, None] == units[None, :]).astype(jnp.float32)
         coef = jnp.dot(onehot, gi, precision=_HIGHEST)  # sum_A G_muA I_muA
         return jnp.dot(onehot, gx, precision=_HIGHEST) - coef[:, None] * w, None
@@ -176,6 +200,7 @@ def _add(base: jax.Array, rows: jax.Array, target: jax.Array | None) -> jax.Arra
 
 def _apply(w, units, gx, gi, eps, precision: float) -> jax.Array:
     """``W + eps * dW / max(max|dW|, precision)`` from the sparse partial updates."""
+    chex.assert_rank(eps, 0)
     rows, target = _rows(w, units, gx, gi)
     nc = jnp.maximum(jnp.max(jnp.abs(rows)), precision)
     return _add(w, rows * (eps / nc), target)
@@ -231,6 +256,7 @@ def step(w: jax.Array, x: jax.Array, eps: jax.Array | float, cfg: RuleConfig) ->
 
 @functools.partial(jax.jit, static_argnames="p")
 def _mean_norm(w: jax.Array, p: float) -> jax.Array:
+    chex.assert_rank(w, 2)
     if p == 2.0:
         return jnp.mean(jnp.sqrt(jnp.sum(w * w, axis=1)))
     return jnp.mean(jnp.sum(jnp.abs(w) ** p, axis=1) ** (1.0 / p))
@@ -243,175 +269,8 @@ def mean_norm(w: jax.Array, p: float) -> jax.Array:
 
 
 # --------------------------------------------------------------------------------------------
-# Epochs, optionally data-parallel over a mesh
-# --------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=32)
-def _epoch_fn(rule: _Rule, batch: int, mesh: Mesh | None):
-    """A jitted ``(w, x, order, eps) -> w``: one pass over ``x[order]`` (order: (steps * batch,)
-    row indices) with lax.scan; one compilation per (rule, batch, mesh, shapes), not per epoch."""
-    sharded = mesh is not None and mesh.shape[_AXIS] > 1
-
-    def local(w, x, order, eps):  # order: (steps, batch / devices) rows of this device's slices
-        def body(w, idx):
-            units, gx, gi = _partial(w, x[idx], rule)
-            if sharded:  # sum the devices' sparse partial updates before normalising
-                gather = functools.partial(jax.lax.all_gather, axis_name=_AXIS, axis=0, tiled=True)
-                units, gx, gi = gather(units), gather(gx), gather(gi)
-            return _apply(w, units, gx, gi, eps, rule.precision), None
-
-        return jax.lax.scan(body, w, order)[0]
-
-    if sharded:
-        local = jax.shard_map(
-            local,
-            mesh=mesh,
-            in_specs=(P(), P(), P(None, _AXIS), P()),
-            out_specs=P(),
-            check_vma=False,
-        )
-    return jax.jit(lambda w, x, order, eps: local(w, x, order.reshape(-1, batch), eps))
-
-
-def epoch(
-    w: jax.Array,
-    x_epoch: jax.Array,
-    eps: jax.Array | float,
-    cfg: RuleConfig,
-    *,
-    mesh: Mesh | None = None,
-) -> jax.Array:
-    """One pass over ``x_epoch`` in order, in minibatches of ``cfg.batch`` (a scan of :func:`step`).
-
-    The last ``n % cfg.batch`` rows are dropped. With ``mesh`` (1-D, axis ``"data"``) every
-    minibatch is split over the devices and their partial updates are summed before the
-    max-normalisation, so the result equals the single-device one to float tolerance.
-
-    Args:
-      w: (m, d) weights.
-      x_epoch: (n, d) samples, n >= cfg.batch.
-      eps: learning rate of this epoch (traced: epochs do not recompile).
-      cfg: uses ``p``, ``delta``, ``r``, ``precision``, ``batch``.
-      mesh: optional device mesh from :func:`data_mesh`; cfg.batch must divide by its size.
-
-    Returns:
-      (m, d) float32 weights after ``n // cfg.batch`` steps.
-    """
-    w, x = _as_pair(w, x_epoch)
-    _check_rule(cfg, w.shape[0])
-    _check_batch(cfg, x.shape[0], mesh)
-    steps = x.shape[0] // cfg.batch
-    order = jnp.arange(steps * cfg.batch, dtype=jnp.int32)
-    fn = _epoch_fn(_rule(cfg), int(cfg.batch), mesh)
-    return fn(w, x, order, jnp.asarray(eps, jnp.float32))
-
-
-def data_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D mesh over the first ``num_devices`` devices (default: all) with axis ``"data"``."""
-    devices = jax.devices()
-    num = len(devices) if num_devices is None else num_devices
-    if not 1 <= num <= len(devices):
-        raise InputError(f"num_devices must be in [1, {len(devices)}], got {num}")
-    return Mesh(np.asarray(devices[:num]), (_AXIS,))
-
-
-# --------------------------------------------------------------------------------------------
-# Training
-# --------------------------------------------------------------------------------------------
-
-
-def train(
-    key: jax.Array,
-    x: np.ndarray,
-    m: int,
-    cfg: RuleConfig = RuleConfig(),  # noqa: B008  (an immutable NamedTuple)
-    *,
-    mesh: Mesh | None = None,
-    progress: bool = True,
-    init: jax.Array | None = None,
-) -> TrainResult:
-    """Trains m hidden units on ``x`` with the Krotov-Hopfield rule until the weights converge.
-
-    ``W0 ~ N(0, 1)`` of shape (m, d) drawn from ``key`` (or ``init``); epoch t = 0, 1, ...
-    shuffles ``x`` with ``fold_in(key, t)`` and runs :func:`epoch` with
-    ``eps_t = eps0 * (1 - t / tmax)``. Stops after the first epoch whose mean row p-norm is below
-    ``cfg.norm_target`` (1.06, Ryali et al. appendix D), or after ``min(max_epochs, tmax)`` epochs
-    (eps_t reaches 0 at t = tmax). ``x`` is used as given: centre it first (BioHash centres by the
-    training mean). Deterministic given ``key``.
-
-    Args:
-      key: a jax PRNG key.
-      x: (n, d) float training data without NaN/inf, n >= cfg.batch.
-      m: number of hidden units (hash layer width).
-      cfg: the rule's hyperparameters.
-      mesh: optional 1-D device mesh (:func:`data_mesh`) to split each minibatch over devices.
-      progress: show a tqdm bar per epoch with the mean norm.
-      init: optional (m, d) initial weights instead of the N(0, 1) draw.
-
-    Returns:
-      :class:`TrainResult` with ``w`` (m, d) float32, ``epochs`` run, the final ``mean_norm``
-      and ``history`` (mean norm after each epoch, length ``epochs``).
-
-    Example:
-      >>> res = train(jax.random.key(0), x - x.mean(0), m=400)
-      >>> res.epochs, res.mean_norm
-    """
-    x = _check_data(x)
-    check_training(cfg, m, x.shape[0], mesh=mesh)
-    n, d = x.shape
-    if init is None:
-        w = jax.random.normal(key, (int(m), d), jnp.float32)
-        if cfg.init_norm is not None:  # start on the sphere the rule converges to (an ablation)
-            norms = jnp.sum(jnp.abs(w) ** cfg.p, axis=1, keepdims=True) ** (1.0 / cfg.p)
-            w = w * (cfg.init_norm / norms)
-    else:
-        w = jnp.asarray(init, jnp.float32)
-        if w.shape != (m, d):
-            raise InputError(f"init must have shape (m, d) = {(m, d)}, got {w.shape}")
-        if not bool(jnp.all(jnp.isfinite(w))):
-            raise InputError("init contains NaN or inf")
-    fn = _epoch_fn(_rule(cfg), int(cfg.batch), mesh)
-    x_dev = jnp.asarray(x) if mesh is None else jax.device_put(x, NamedSharding(mesh, P()))
-    used = (n // cfg.batch) * cfg.batch
-    history: list[float] = []
-    bar = _progress(min(cfg.max_epochs, cfg.tmax), progress)
-    for t in bar:
-        order = jax.random.permutation(jax.random.fold_in(key, t), n)[:used].astype(jnp.int32)
-        eps = jnp.float32(cfg.eps0 * (1.0 - t / cfg.tmax))
-        w = fn(w, x_dev, order, eps)
-        norm = float(_mean_norm(w, float(cfg.p)))
-        history.append(norm)
-        if progress:
-            bar.set_postfix(mean_norm=f"{norm:.4f}")
-        if norm < cfg.norm_target:
-            break
-    if progress:
-        bar.close()
-    return TrainResult(w, len(history), history[-1], history)
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return range(total)
-    from tqdm.auto import tqdm
-
-    return tqdm(range(total), desc="biohash", unit="epoch", leave=False)
-
-
-# --------------------------------------------------------------------------------------------
 # Input checks (one-line InputErrors)
 # --------------------------------------------------------------------------------------------
-
-
-def check_training(cfg: RuleConfig, m: int, n: int, *, mesh: Mesh | None = None) -> None:
-    """InputError now if :func:`train` would reject ``m`` units on ``n`` rows with ``cfg``
-    (hyperparameters, schedule, rows vs minibatch, mesh), so callers can fail before any work."""
-    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
-        raise InputError(f"m (number of hidden units) must be an integer >= 1, got {m!r}")
-    _check_rule(cfg, int(m))
-    _check_schedule(cfg)
-    _check_batch(cfg, n, mesh)
 
 
 def _as_pair(w, x) -> tuple[jax.Array, jax.Array]:
@@ -426,20 +285,6 @@ def _as_pair(w, x) -> tuple[jax.Array, jax.Array]:
     if x.shape[0] < 1:
         raise InputError("data has 0 rows")
     return w.astype(jnp.float32), x.astype(jnp.float32)
-
-
-def _check_data(x) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise InputError(f"data must be a 2-D (n, d) array, got shape {x.shape}")
-    if x.shape[0] < 1 or x.shape[1] < 1:
-        raise InputError(f"data must have at least one row and one column, got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise InputError(f"data must be floating point (centre it first), got dtype {x.dtype}")
-    x = x.astype(np.float32)
-    if not np.all(np.isfinite(x)):
-        raise InputError("data contains NaN or inf")
-    return x
 
 
 def _check_p(p) -> None:
@@ -463,26 +308,3 @@ def _check_rule(cfg: RuleConfig, m: int) -> None:
         raise InputError(f"batch must be an integer >= 1, got {cfg.batch!r}")
     if not (math.isfinite(cfg.precision) and cfg.precision > 0):
         raise InputError(f"precision must be a finite number > 0, got {cfg.precision!r}")
-
-
-def _check_schedule(cfg: RuleConfig) -> None:
-    if not (math.isfinite(cfg.eps0) and cfg.eps0 > 0):
-        raise InputError(f"eps0 must be a finite number > 0, got {cfg.eps0!r}")
-    if not _is_int(cfg.tmax) or cfg.tmax < 1:
-        raise InputError(f"tmax must be an integer >= 1, got {cfg.tmax!r}")
-    if not _is_int(cfg.max_epochs) or cfg.max_epochs < 1:
-        raise InputError(f"max_epochs must be an integer >= 1, got {cfg.max_epochs!r}")
-    if math.isnan(cfg.norm_target):
-        raise InputError("norm_target is NaN")
-
-
-def _check_batch(cfg: RuleConfig, n: int, mesh: Mesh | None) -> None:
-    if n < cfg.batch:
-        raise InputError(f"data has {n} rows, fewer than one minibatch of {cfg.batch}")
-    if mesh is None:
-        return
-    if not isinstance(mesh, Mesh) or mesh.axis_names != (_AXIS,):
-        raise InputError(f"mesh must be a 1-D jax.sharding.Mesh with axis {_AXIS!r} (data_mesh())")
-    ndev = mesh.shape[_AXIS]
-    if cfg.batch % ndev:
-        raise InputError(f"batch {cfg.batch} is not divisible by the {ndev} devices of the mesh")

@@ -18,27 +18,21 @@ kernel is W^T (d, n), a conv kernel is (kh, kw, c_in, n) with W = kernel.reshape
 
 :func:`hebbian_step` applies the rule to every Hebbian layer of a network in one forward pass
 (the way the authors ran it: all layers at once, f = ReLU, plain SGD with lr 1e-3, batch-norm
-running statistics updating); :func:`pretrain` runs it for epochs over a training set,
-optionally data-parallel over a device mesh, resuming from orbax checkpoints.
+running statistics updating); :func:`hebbret.rules.hpca_train.pretrain` runs it for epochs over a
+training set, optionally data-parallel over a device mesh, resuming from orbax checkpoints.
 """
 
 from __future__ import annotations
 
 import functools
-import pathlib
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from hebbret import checkpoints
-from hebbret.errors import InputError
 from hebbret.nets import convnet
-
-_AXIS = "data"
 
 
 class HebbianConfig(NamedTuple):
@@ -68,6 +62,8 @@ def _lower_term(w_t: jax.Array, r: jax.Array) -> jax.Array:
     ``P_I = sum_{J < I} R_J W_J`` (N, d) is an exclusive prefix sum over blocks: 2 N n d +
     N n b + n b d. For fc5 (N = 64, n = 4,096, d = 2,304) that is 1.8 G instead of 40 G.
     """
+    chex.assert_rank([w_t, r], 2)
+    chex.assert_equal_shape([w_t, r], dims=1)
     (num, n), d = r.shape, w_t.shape[0]
     direct = num * n * n + n * n * d
     blocked = 2 * num * n * d + num * n * _BLOCK + n * _BLOCK * d
@@ -85,7 +81,7 @@ def _lower_term(w_t: jax.Array, r: jax.Array) -> jax.Array:
 
 
 def dense_update(kernel: jax.Array, x: jax.Array, r: jax.Array) -> jax.Array:
-    """HPCA update of a dense layer, eq. 2 in matrix form, in the kernel's (d, n) layout.
+    """HPCA update of a dense layer (Lagani et al. 2022, eq. 2, matrix form), layout (d, n).
 
     Args:
       kernel: (d, n) = W^T.
@@ -95,6 +91,9 @@ def dense_update(kernel: jax.Array, x: jax.Array, r: jax.Array) -> jax.Array:
     Returns:
       (d, n) ``dW^T = (X^T R - W^T triu(R^T R)) / N`` (the average of eq. 2 over the N inputs).
     """
+    chex.assert_rank([kernel, x, r], 2)
+    chex.assert_shape(x, (r.shape[0], kernel.shape[0]))
+    chex.assert_shape(r, (x.shape[0], kernel.shape[1]))
     n_in = x.shape[0]
     rtx = jnp.einsum("sd,si->di", x, r, precision=_HI)
     return (rtx - _lower_term(kernel, r)) / n_in
@@ -107,7 +106,8 @@ def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def conv_update(kernel: jax.Array, x: jax.Array, r: jax.Array) -> jax.Array:
-    """HPCA update of a conv layer (valid, stride 1): every patch is one input of eq. 2.
+    """HPCA update of a conv layer (valid, stride 1): every patch is one input of eq. 2
+    (Lagani et al. 2022).
 
     Args:
       kernel: (kh, kw, c, n) HWIO; W = kernel.reshape(kh * kw * c, n).T.
@@ -118,6 +118,10 @@ def conv_update(kernel: jax.Array, x: jax.Array, r: jax.Array) -> jax.Array:
       (kh, kw, c, n) update, eq. 2 averaged over the N = B * positions patches. ``R^T X`` is the
       kernel cotangent of the convolution (no patch matrix); ``tril(R^T R) W`` a (d, n) matmul.
     """
+    chex.assert_rank([kernel, x, r], 4)
+    (kh, kw, c, n), (b, h, w, _) = kernel.shape, x.shape
+    chex.assert_shape(x, (b, h, w, c))
+    chex.assert_shape(r, (b, h - kh + 1, w - kw + 1, n))
     _, pull = jax.vjp(lambda k: _conv(x, k), kernel)
     (rtx,) = pull(r)
     n_out = r.shape[-1]
@@ -161,6 +165,7 @@ def hebbian_step(
     Returns:
       the new variables.
     """
+    chex.assert_rank(images, 4)
     _, state = model.apply(
         variables, images, train=True, hebbian=True, mutable=["batch_stats", "hebbian"]
     )
@@ -175,104 +180,10 @@ def hebbian_step(
 
 @functools.lru_cache(maxsize=8)
 def _step_fn(model: convnet.Net):
+    """Jitted ``(variables, raw uint8 images, mean, std, lr) -> variables``: standardise, then
+    :func:`hebbian_step` (the variables are donated)."""
+
     def step(variables, raw, mean, std, lr):
         return hebbian_step(model, variables, convnet.standardise(raw, mean, std), lr)
 
     return jax.jit(step, donate_argnums=0)
-
-
-def pretrain(
-    key: jax.Array,
-    images: np.ndarray,
-    mean: np.ndarray,
-    std: np.ndarray,
-    cfg: HebbianConfig = HebbianConfig(),  # noqa: B008  (an immutable NamedTuple)
-    *,
-    num_classes: int = 10,
-    mesh: Mesh | None = None,
-    checkpoint_dir: str | pathlib.Path | None = None,
-    keep_variance: bool = True,
-    progress: bool = True,
-) -> dict:
-    """Hebbian pre-training of layers 1-5 of :class:`hebbret.nets.convnet.Net` on unlabelled images.
-
-    Kernels start uniform in +-1/sqrt(fan_in) (drawn from the first half of ``split(key)``);
-    epoch t shuffles the images with ``fold_in`` of the second half and t, and runs
-    :func:`hebbian_step` on every full minibatch. With ``mesh`` (1-D, axis "data") each minibatch
-    is split over the devices: the updates are global sums, so the result equals the
-    single-device one to float tolerance. With ``checkpoint_dir`` the
-    variables are saved (orbax) after every epoch and a rerun resumes from the last one.
-
-    Args:
-      key: PRNG key.
-      images: (n, 32, 32, 3) uint8 training images, n >= cfg.batch.
-      mean, std: (3,) channel statistics for :func:`hebbret.nets.convnet.standardise`.
-      cfg: learning rate, epochs, batch.
-      num_classes: width of the (untrained) head, so the variables fit a classifier later.
-      mesh: optional device mesh from :func:`hebbret.rules.biohash.data_mesh`.
-      checkpoint_dir: optional directory for per-epoch checkpoints.
-      keep_variance: bn3-bn5 keep relative channel variance, as in the authors' Hebbian
-        network (:class:`hebbret.nets.convnet.Net`); fine-tune the result with the same setting.
-      progress: tqdm bar over minibatches.
-
-    Returns:
-      variables ``{"params", "batch_stats"}`` of ``Net(num_classes, depth=5)``.
-    """
-    images = convnet.check_images(images)
-    if images.shape[0] < cfg.batch:
-        raise InputError(f"need at least batch = {cfg.batch} images, got {images.shape[0]}")
-    if mesh is not None and cfg.batch % mesh.shape[_AXIS]:
-        raise InputError(f"batch {cfg.batch} must divide by the {mesh.shape[_AXIS]} devices")
-    model = convnet.Net(num_classes, depth=5, init_scheme="hebbian", keep_variance=keep_variance)
-    init_key, shuffle_key = jax.random.split(key)
-    variables = convnet.init(model, init_key, images.shape[1:])
-    start = 0
-    if checkpoint_dir is not None:
-        last = checkpoints.latest_step(checkpoint_dir)
-        if last is not None and last > cfg.epochs:
-            raise InputError(
-                f"{checkpoint_dir} holds epoch {last}, past the {cfg.epochs} asked for "
-                "(only the latest epoch is kept): use another checkpoint_dir"
-            )
-        if last is not None:
-            variables = checkpoints.restore_step(checkpoint_dir, last, variables)
-            start = last
-    step = _step_fn(model)
-    shard = (lambda a: a) if mesh is None else _sharder(mesh, P(_AXIS))
-    if mesh is not None:
-        variables = _sharder(mesh, P())(variables)
-    mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
-    steps = images.shape[0] // cfg.batch
-    bar = _progress(cfg.epochs * steps, start * steps, progress)
-    for t in range(start, cfg.epochs):
-        order = jax.random.permutation(jax.random.fold_in(shuffle_key, t), images.shape[0])
-        order = np.asarray(order)
-        for s in range(steps):
-            batch = shard(images[np.sort(order[s * cfg.batch : (s + 1) * cfg.batch])])
-            variables = step(variables, batch, mean, std, jnp.float32(cfg.lr))
-            bar.update(1)
-        if checkpoint_dir is not None:
-            checkpoints.save_step(checkpoint_dir, t + 1, variables)
-    bar.close()
-    return jax.tree.map(np.asarray, variables)
-
-
-def _sharder(mesh: Mesh, spec: P):
-    sharding = NamedSharding(mesh, spec)
-    return lambda a: jax.device_put(a, sharding)
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, initial: int, enabled: bool, desc: str = "hebbian") -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=False)

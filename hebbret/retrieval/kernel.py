@@ -1,0 +1,202 @@
+"""The chunk kernel: ranks a chunk of queries against the (sharded) database and reduces the
+ranked lists to per-query metrics, without ever holding the (nq, N) distance matrix.
+
+One jitted function per :class:`KernelConfig` and mesh (:func:`compiled_chunk`) takes a chunk of
+C queries (padded to a fixed C, so nothing recompiles from chunk to chunk) and the database
+sharded over a 1-D mesh with axis ``"db"`` (:mod:`hebbret.mesh`, via ``jax.shard_map``). Each
+device computes the keys (C, Ns) of its shard (:mod:`hebbret.retrieval.distances`) and then:
+
+- integer keys (Hamming, overlap) under the "exact" tie policy: a per-query histogram of
+  (key, relevant), summed over devices (``psum``), determines every tie group with no sort at all;
+- otherwise ``lax.top_k`` on the negated keys (stable: lower index first among equals) gives each
+  shard's best ``depth`` items, and the shards' lists are merged (``all_gather`` + ``top_k``;
+  shard order = global index order, so the result equals the single-device one). For exact ties
+  one extra item tells whether the last tie group continues past the list.
+
+The tie groups become expected per-position terms and metrics in :mod:`hebbret.retrieval.ap`.
+:func:`run_chunks` permutes (random policy), pads and shards the database, and maps the kernel
+over query chunks.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import os
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from hebbret import mesh as meshes
+from hebbret import progress as progress_bars
+from hebbret.errors import InputError
+from hebbret.retrieval.ap import (
+    expected_terms,
+    groups_from_histogram,
+    groups_from_sorted,
+    per_query_metrics,
+    singletons,
+)
+from hebbret.retrieval.bits import set_bit_lists
+from hebbret.retrieval.distances import BIT_METRICS, MATMUL_HAMMING_BITS, prepare, ranking_keys
+
+MAX_BINS = 4096  # integer metrics with more distinct values than this use top_k instead
+
+
+class KernelConfig(NamedTuple):
+    """Everything static about one compiled chunk kernel (hashable: the jit cache key)."""
+
+    metric: str
+    tie: str
+    r: int
+    depth: int
+    at: tuple[int, ...]
+    num_bits: int
+    use_histogram: bool
+    search_only: bool
+    num_db: int  # N, valid database items over all shards
+    active: int = 0  # > 0: wide codes, queries as lists of at most this many set bits
+    more_r: tuple[int, ...] = ()  # further list depths whose AP is also computed
+
+
+def shard_body(cfg: KernelConfig, q, yq, total, valid_q, b, yb, valid_b):
+    """Ranks a chunk of queries (C, ...) against one database shard (Ns, ...) and merges shards.
+
+    ``total`` (C,) is each query's number of relevant items in the whole database."""
+    keys = ranking_keys(cfg.metric, q, b, cfg.num_bits)
+    chex.assert_rank(keys, 2)
+    chex.assert_shape((yq, total, valid_q), (keys.shape[0],))
+    chex.assert_shape((yb, valid_b), (keys.shape[1],))
+    keys = jnp.where(valid_b[None, :], keys, jnp.inf)
+    if cfg.use_histogram:
+        # exact ties from the histogram of integer keys; no sort at all
+        rel = (yq[:, None] == yb[None, :]) & valid_b[None, :]
+        nbins = cfg.num_bits + 1
+        code = jnp.where(valid_b[None, :], keys.astype(jnp.int32) + nbins * rel, 2 * nbins)
+        hist = jax.vmap(lambda c: jnp.bincount(c, length=2 * nbins))(code)
+        hist = jax.lax.psum(hist, meshes.DB).astype(jnp.float32)
+        counts, relcounts = hist[:, :nbins] + hist[:, nbins:], hist[:, nbins:]
+        grp = groups_from_histogram(counts, relcounts, cfg.depth)
+        erel, prel = expected_terms(grp)
+        return per_query_metrics(cfg, grp, erel, prel, total, valid_q)
+    # top_k per shard, then a merge of the shards' lists (shard order = global index order). For
+    # exact ties one extra item tells whether the last tie group continues past the list. (Only ask
+    # for it when it is used: XLA turns a top_k whose tail is dead into a full sort.)
+    exact = cfg.tie == "exact" and not cfg.search_only
+    size = min(cfg.depth + 1, cfg.num_db) if exact else cfg.depth
+    offset = jax.lax.axis_index(meshes.DB) * keys.shape[1]
+    neg, idx = jax.lax.top_k(-keys, min(size, keys.shape[1]))
+    top_keys, top_idx, top_rel = -neg, idx + offset, yb[idx] == yq[:, None]
+    if jax.lax.axis_size(meshes.DB) > 1:  # merge the shards' sorted lists (costs another top_k)
+        gather = functools.partial(jax.lax.all_gather, axis_name=meshes.DB, axis=1, tiled=True)
+        cand_keys, cand_idx, cand_rel = gather(top_keys), gather(top_idx), gather(top_rel)
+        neg, pick = jax.lax.top_k(-cand_keys, size)
+        top_keys, top_idx = -neg, jnp.take_along_axis(cand_idx, pick, 1)
+        top_rel = jnp.take_along_axis(cand_rel, pick, 1)
+    crosses = None
+    if size > cfg.depth:
+        crosses = top_keys[:, cfg.depth] == top_keys[:, cfg.depth - 1]
+        top_keys, top_idx = top_keys[:, : cfg.depth], top_idx[:, : cfg.depth]
+        top_rel = top_rel[:, : cfg.depth]
+    if cfg.search_only:
+        return {"keys": top_keys, "indices": top_idx, "relevant": top_rel}
+    if exact:
+        last = top_keys[:, -1:]
+
+        def count(k, r):  # (size, relevant count) of the last tie group among keys k
+            return jnp.sum(k == last, 1, dtype=jnp.float32), jnp.sum(
+                (k == last) & r, 1, dtype=jnp.float32
+            )
+
+        def whole_database():  # a full pass, only when some group really crosses the list end
+            n, g = count(keys, yb[None, :] == yq[:, None])
+            return jax.lax.psum(n, meshes.DB), jax.lax.psum(g, meshes.DB)
+
+        n_last, g_last = count(top_keys, top_rel)
+        if crosses is not None:
+            n_last, g_last = jax.lax.cond(
+                jnp.any(crosses), whole_database, lambda: (n_last, g_last)
+            )
+        grp = groups_from_sorted(top_keys, top_rel.astype(jnp.float32), n_last, g_last)
+    else:
+        grp = singletons(top_rel.astype(jnp.float32))
+    erel, prel = expected_terms(grp)
+    return per_query_metrics(cfg, grp, erel, prel, total, valid_q)
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_chunk(cfg: KernelConfig, mesh: Mesh):
+    """One jitted chunk function per static configuration and mesh (never per chunk)."""
+    rep, shard = P(), P(meshes.DB)
+    body = jax.shard_map(
+        functools.partial(shard_body, cfg),
+        mesh=mesh,
+        in_specs=(rep, rep, rep, rep, shard, shard, shard),
+        out_specs=rep,
+        check_vma=False,
+    )
+    return jax.jit(body)
+
+
+def queries_per_chunk(cfg: KernelConfig, num_db: int, words: int, chunk_size: int | None) -> int:
+    """Queries per kernel call. The histogram path is memory-bound and wants its (C, N) keys in
+    cache (~8 MB); the top_k path wants larger matmuls (~32 MB of keys) (measured on 2 CPU
+    cores); wide codes bound their (C, N, words or active) intermediate to ~64 MB."""
+    if chunk_size is not None:
+        if chunk_size < 1:
+            raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
+        return chunk_size
+    budget = 2**21 if cfg.use_histogram else 2**23
+    per_query = num_db
+    if cfg.metric in BIT_METRICS and cfg.num_bits > MATMUL_HAMMING_BITS:
+        per_query, budget = num_db * (cfg.active or words), 2**24
+    return int(2 ** np.clip(np.floor(np.log2(budget / per_query)), 0, 9))
+
+
+def run_chunks(cfg: KernelConfig, xq, yq, xb, yb, *, chunk_size, mesh, seed, progress):
+    """Permutes (random policy) and shards the database, then maps the kernel over query chunks."""
+    mesh = meshes.database_mesh(1) if mesh is None else mesh
+    ndev = meshes.size(mesh)
+    n = xb.shape[0]
+    perm = np.random.default_rng(seed).permutation(n) if cfg.tie == "random" else np.arange(n)
+    per = -(-n // ndev)
+    pad = per * ndev - n
+    xb_p = np.concatenate([xb[perm], np.zeros((pad,) + xb.shape[1:], xb.dtype)])
+    yb_p = np.concatenate([yb[perm], np.zeros(pad, np.int32)])
+    valid_b = np.arange(per * ndev) < n
+    shard = NamedSharding(mesh, P(meshes.DB))
+    b = prepare(cfg.metric, jax.device_put(xb_p, shard), cfg.active)
+    yb_d, vb_d = jax.device_put(yb_p, shard), jax.device_put(valid_b, shard)
+    fn = compiled_chunk(cfg, mesh)
+    chunk = queries_per_chunk(cfg, per, xb.shape[1], chunk_size)
+    nq = xq.shape[0]
+    labels, counts = np.unique(yb, return_counts=True)
+    at = np.minimum(np.searchsorted(labels, yq), len(labels) - 1)
+    total = np.where(labels[at] == yq, counts[at], 0).astype(np.float32)
+    starts = list(range(0, nq, chunk))
+
+    def one(start: int):
+        idx = np.minimum(np.arange(start, start + chunk), nq - 1)  # pad by repeating the last
+        if cfg.active:
+            q = tuple(jnp.asarray(a) for a in set_bit_lists(xq[idx], cfg.active))
+        else:
+            q = prepare(cfg.metric, jnp.asarray(xq[idx]))
+        valid = jnp.asarray(np.arange(start, start + chunk) < nq)
+        out = fn(q, jnp.asarray(yq[idx]), jnp.asarray(total[idx]), valid, b, yb_d, vb_d)
+        return jax.tree.map(np.asarray, out)
+
+    # XLA:CPU runs top_k and scatter on one thread: dispatch chunks from a few threads at once.
+    workers = min(len(starts), os.cpu_count() or 1, 4) if jax.default_backend() == "cpu" else 1
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        chunks = pool.map(one, starts)
+        shown = progress and len(starts) >= 4
+        bar = progress_bars.bar(
+            chunks, total=len(starts), desc="retrieval", unit="chunk", enabled=shown
+        )
+        results = list(bar)
+    return perm, results
