@@ -363,3 +363,22 @@ def test_bioconvhash_mnist_protocol_on_tfds_mock_mnist(tmp_path, monkeypatch):
     assert record["metrics"]["features"][0]["dim"] == 12 * (10 * 10 + 10 * 10)
     with np.load(tmp_path / "mnist_filters.npz", allow_pickle=False) as banks:
         assert banks["K3"].shape == (12, 9) and banks["K4"].shape == (12, 16)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["biohash.py:table2", "--config.ks=a,b"], "config.ks must be integers"),
+        (["bioconvhash.py:kci", "--config.k_cis=0"], "config.k_cis must be integers"),
+        (["hpca.py:cifar10", "--config.layers=0"], "config.layers must be integers"),
+        (["hpca.py:cifar10", "--config.methods=none,hebbian"], "unknown methods"),
+        (["biohash.py:table2", "--config.nope=1"], "no such config field"),
+    ],
+)
+def test_bad_overrides_fail_before_any_data_is_loaded(argv, message, tmp_path):
+    """The dataset named here does not exist: the error must be about the override."""
+    spec, *overrides = argv
+    args = ["--config", f"{ROOT}/experiments/configs/{spec}", *overrides]
+    args += ["--config.dataset=npz:/nonexistent.npz", "--out", str(tmp_path / "x")]
+    with pytest.raises(InputError, match=message):
+        main(args)

@@ -25,7 +25,7 @@ from hebbret.errors import check_seed
 from hebbret.hashing import bioconv
 from hebbret.hashing import conv as conv_hash
 from hebbret.pipelines import bioconvhash_report
-from hebbret.pipelines.study import Study, as_dict, default_out
+from hebbret.pipelines.study import Study, as_dict, check_positive_ints, default_out
 from hebbret.rules.biohash import RuleConfig
 
 
@@ -40,6 +40,7 @@ def run(
     """Runs (or resumes) the study; returns the record (also in ``OUT.json``)."""
     cfg = as_dict(config)
     check_seed(cfg["seed"])
+    check_positive_ints(cfg, "ks", "k_cis")
     out = out or default_out("bioconvhash", cfg)
     suffixes = ("_filters.npz", *(f"_filters_K{k}.png" for k in cfg["conv"]["kernels"]))
     study = Study(out, cfg, cfg["seed"], suffixes=suffixes, log=log)

@@ -18,7 +18,7 @@ from hebbret import data, files, hashing, plots, published
 from hebbret.data import splits
 from hebbret.errors import check_seed
 from hebbret.pipelines import compare
-from hebbret.pipelines.study import Study, as_dict, default_out
+from hebbret.pipelines.study import Study, as_dict, check_positive_ints, default_out
 from hebbret.rules.biohash import RuleConfig
 
 
@@ -46,6 +46,7 @@ def run(
     ``OUT.md``, and for an activity sweep the plot in ``OUT.png``)."""
     cfg = as_dict(config)
     check_seed(cfg["seed"])
+    check_positive_ints(cfg, "ks")
     out = out or default_out("biohash", cfg)
     study = Study(out, cfg, cfg["seed"], suffixes=(".png",) if cfg["activities"] else (), log=log)
     rows = study.rows

@@ -22,7 +22,7 @@ from hebbret.data import splits
 from hebbret.errors import InputError, check_seed
 from hebbret.nets import convnet, finetune, layerwise, vae
 from hebbret.pipelines import hpca_report
-from hebbret.pipelines.study import Study, as_dict, default_out
+from hebbret.pipelines.study import Study, as_dict, check_positive_ints, default_out
 from hebbret.rules import hpca, hpca_train
 
 NAMES = hpca_report.NAMES
@@ -54,6 +54,7 @@ def run(
         raise InputError(f"unknown methods {sorted(unknown)}: expected some of {sorted(NAMES)}")
     for seed in cfg["seeds"]:
         check_seed(seed)
+    check_positive_ints(cfg, "regimes", "layers")
     out = out or default_out("hpca", cfg)
     ckpt_root = pathlib.Path(checkpoint_root or f"checkpoints/{pathlib.Path(out).name}")
     files.check_writable(ckpt_root / "step")

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hebbret import files, results
+from hebbret.errors import InputError
 
 
 def as_dict(config: Any) -> dict[str, Any]:
@@ -19,6 +20,17 @@ def as_dict(config: Any) -> dict[str, Any]:
     if hasattr(config, "to_dict"):
         return config.to_dict()
     return {k: as_dict(v) if isinstance(v, Mapping) else v for k, v in dict(config).items()}
+
+
+def check_positive_ints(cfg: dict[str, Any], *fields: str) -> None:
+    """InputError now (before any data is loaded) unless each field is a tuple of integers >= 1
+    (``--config.ks=a,b`` parses as strings)."""
+    for field in fields:
+        values = cfg[field]
+        if not values or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values
+        ):
+            raise InputError(f"config.{field} must be integers >= 1, got {values!r}")
 
 
 def default_out(study: str, config: Any) -> str:
