@@ -35,7 +35,7 @@ from hebbret.results import git_revision
 
 CASES = {
     "paper": bioconv.ConvConfig(),  # F = 400, K = 3, 4, 10, k_CI = 1
-    "quick": bioconv.ConvConfig(filters=32),  # the CPU preset of experiments/bioconvhash.py
+    "quick": bioconv.ConvConfig(filters=32),  # configs/bioconvhash.py:table2,quick
     "kci10": bioconv.ConvConfig(filters=400, k_ci=10),
 }
 CHUNK = 64

@@ -15,7 +15,7 @@ how many times faster hebbret's step is. Part of it is algorithmic: for fc5 (64 
 neurons) hebbret computes ``tril(R^T R) W`` in an exact blocked form (hpca._lower_term), the
 reference directly; the numpy time per layer is printed to show where the time goes.
 
-The protocol estimate (experiments/configs/hpca.py, full and --quick) multiplies image counts by
+The protocol estimate (experiments/configs/hpca.py, full and quick) multiplies image counts by
 throughputs measured briefly here: Hebbian step, beta-VAE step, supervised step per depth and
 evaluation forward pass per depth; it ignores retrieval (ranking, Nystroem), data loading and
 compilation.
@@ -294,8 +294,8 @@ def main() -> None:
     config = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(config)
     res["protocol"] = {
-        "full (5 seeds)": protocol_seconds(config.get_config("cifar10"), ips),
-        "quick": protocol_seconds(config.get_config("cifar10", quick=True), ips),
+        "full (5 seeds)": protocol_seconds(config.get_config("cifar10").to_dict(), ips),
+        "quick": protocol_seconds(config.get_config("cifar10,quick").to_dict(), ips),
     }
     if os.path.exists(args.quick_run):
         with open(args.quick_run) as fh:
