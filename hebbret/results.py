@@ -100,14 +100,16 @@ def write_run(
     markdown: str,
     *,
     complete: bool,
-) -> None:
+) -> dict[str, Any]:
     """An experiment's ``out.json`` (the record, with ``metrics.complete``) and ``out.md``;
-    an incomplete run (written after each stage of a long run) is marked partial in both."""
+    an incomplete run (written after each stage of a long run) is marked partial in both.
+    Returns the record as written."""
     record_ = record_ | {"metrics": record_["metrics"] | {"complete": complete}}
     write_json(f"{out}.json", record_)
     if not complete:
         markdown = "**Partial: the run is still going or was interrupted.**\n\n" + markdown
     atomic_write_text(f"{out}.md", markdown)
+    return record_
 
 
 def previous_run(

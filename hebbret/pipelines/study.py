@@ -98,8 +98,7 @@ class Study:
             wall_time_s=self.seconds,
             dataset=dataset,
         )
-        results.write_run(self.out, record, markdown, complete=complete)
-        return record | {"metrics": record["metrics"] | {"complete": complete}}
+        return results.write_run(self.out, record, markdown, complete=complete)
 
     def interrupted(self) -> KeyboardInterrupt:
         """The Ctrl-C message: what was kept and how to go on."""
