@@ -15,7 +15,12 @@ from hebbret import data
 from hebbret.data import splits
 
 COLAB = pathlib.Path(__file__).parent.parent / "colab"
-NOTEBOOKS = ("biohash_quickstart.ipynb", "hpca_quickstart.ipynb", "retrieval_quickstart.ipynb")
+NOTEBOOKS = (
+    "biohash_quickstart.ipynb",
+    "hpca_quickstart.ipynb",
+    "retraining_quickstart.ipynb",
+    "retrieval_quickstart.ipynb",
+)
 
 
 def test_the_notebooks_are_the_documented_ones():
@@ -82,3 +87,15 @@ def test_hpca_quickstart(tmp_path, monkeypatch):
         mine = [r for r in rows if r[0] == name]
         best = max(sorted(mine, key=lambda r: r[1]), key=lambda r: r[3])
         assert (int(layer), float(test_map)) == (best[1], best[2])
+
+
+def test_retraining_quickstart(tmp_path, monkeypatch):
+    """FU retraining lowers its loss, and the before / after lines carry mAP, mAP@50 and QE."""
+    printed = _run("retraining_quickstart.ipynb", tmp_path, monkeypatch)
+    first, last = map(float, re.search(r"^loss ([\d.e+-]+) -> ([\d.e+-]+)", printed, re.M).groups())
+    assert last < first
+    num = r"([\d.]+)"
+    row = rf"^(before|after FU)\s+mAP {num}\s+mAP@50 {num}\s+QE mAP {num}\s+QE mAP@50 {num}"
+    found = re.findall(row, printed, re.M)
+    assert [f[0] for f in found] == ["before", "after FU"]
+    assert all(0 < float(v) <= 100 for f in found for v in f[1:])

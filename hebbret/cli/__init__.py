@@ -5,6 +5,7 @@
     hebbret data SPEC                      # counts per split and class, shape, checksum, cache hit
     hebbret eval --dataset digits          # raw-pixel retrieval under the dataset's protocol
     hebbret eval --queries Q.npy --database D.npy --query-labels QL.npy --database-labels DL.npy
+    hebbret retrain --network CKPT --dataset SPEC --scheme fu+rri --out OUT   # re-index
 
 User errors (bad input, unknown dataset, missing file) print one line ``hebbret: error: ...`` and
 exit with status 2; anything else is a bug and keeps its traceback.
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from hebbret import data, hashing, retrieval
-from hebbret.cli import commands
+from hebbret.cli import commands, retrain
 from hebbret.errors import InputError, check_seed, run_command
 from hebbret.pipelines import compare
 
@@ -153,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--features", metavar="F.npy", help="(n, d) features (.npy or .npz x)")
     _hash_options(p)
     p.add_argument("--out", required=True, metavar="codes.npz")
+    retrain.add_parser(sub)
     return parser
 
 
@@ -187,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval": commands.evaluate,
         "compare": commands.compare,
         "hash": commands.hash_features,
+        "retrain": retrain.retrain,
     }[args.command]
     return run_command("hebbret", lambda: run(args))
 

@@ -113,14 +113,19 @@ def trunk(
     train: bool,
     hebbian: bool = False,
     keep_variance: bool = False,
+    first: int = 1,
+    prelu_last: bool = False,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Layers 1..depth, built inside ``module``'s compact ``__call__`` (submodules "conv1".."fc5",
-    "bn1".."bn5": :class:`Net` and :class:`hebbret.nets.vae.VAE` share them, so pre-trained layers
-    transplant by name). Returns layer ``depth``'s output after BN and each pooled layer's
-    pre-pool ReLU map (for max-unpooling); with ``hebbian`` sows (input, ReLU response); with
-    ``keep_variance`` bn3-bn5 rescale by relative running std (see the module docstring)."""
+    """Layers first..depth, built inside ``module``'s compact ``__call__`` (submodules
+    "conv1".."fc5", "bn1".."bn5": :class:`Net` and :class:`hebbret.nets.vae.VAE` share them, so
+    pre-trained layers transplant by name). Returns layer ``depth``'s output after BN and each
+    pooled layer's pre-pool ReLU map (for max-unpooling); with ``hebbian`` sows (input, ReLU
+    response); with ``keep_variance`` bn3-bn5 rescale by relative running std (see the module
+    docstring). ``x`` is layer ``first - 1``'s output; ``prelu_last`` replaces layer ``depth``'s
+    ReLU by a per-channel PReLU (parameter "<name>_prelu", slope 0.25 at init, as Caffe's):
+    the retraining of :mod:`hebbret.retraining.network`."""
     h, pre_pools = x, {}
-    for i, layer in enumerate(LAYERS[:depth]):
+    for i, layer in list(enumerate(LAYERS[:depth]))[first - 1 :]:
         if layer.kernel is None:
             h = h.reshape(h.shape[0], -1)
             lin = nn.Dense(layer.features, use_bias=False, kernel_init=kernel_init, name=layer.name)
@@ -130,7 +135,14 @@ def trunk(
                 layer.features, k, padding="VALID", use_bias=False, kernel_init=kernel_init,
                 name=layer.name,
             )  # fmt: skip
-        r = nn.relu(lin(h))
+        z = lin(h)
+        if prelu_last and i == depth - 1:
+            slope = module.param(
+                f"{layer.name}_prelu", nn.initializers.constant(0.25), (z.shape[-1],)
+            )
+            r = jnp.where(z >= 0, z, slope.reshape((1,) * (z.ndim - 1) + (-1,)) * z)
+        else:
+            r = nn.relu(z)
         if hebbian:
             module.sow("hebbian", f"{layer.name}_io", (h, r))
         if layer.pool:
@@ -242,13 +254,19 @@ def predict(
 def _chunked(fn, variables: dict, images: np.ndarray, mean, std, chunk: int) -> np.ndarray:
     images = check_images(images)
     mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
+    return map_chunks(lambda part: fn(variables, part, mean, std), images, chunk)
+
+
+def map_chunks(fn: Callable[[np.ndarray], jax.Array], x: np.ndarray, chunk: int) -> np.ndarray:
+    """``fn`` over ``x`` (n, ...) ``chunk`` rows a call, concatenated as numpy: the last chunk is
+    zero-padded to the same shape (nothing recompiles) and the padding's rows dropped."""
     out = []
-    for s in range(0, len(images), chunk):
-        part = images[s : s + chunk]
+    for s in range(0, len(x), chunk):
+        part = x[s : s + chunk]
         pad = chunk - len(part)
         if pad:
             part = np.concatenate([part, np.zeros((pad, *part.shape[1:]), part.dtype)])
-        out.append(np.asarray(fn(variables, part, mean, std))[: chunk - pad])
+        out.append(np.asarray(fn(part))[: chunk - pad])
     return np.concatenate(out)
 
 
