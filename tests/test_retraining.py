@@ -285,6 +285,7 @@ def test_study_chains_stages_resumes_and_reports(tmp_path, monkeypatch):
     cfg.hebbian.update({"epochs": 1, "batch": 16})
     cfg.retrain.update({"epochs": 2, "batch": 16})
     cfg.rf.update({"users": 5, "relevant": 3, "depth": 60})
+    cfg.iterative_rf.update({"rounds": 2, "relevant": 2, "irrelevant": 1, "epochs": 1})
     calls = []
     real = regress.retrain
 
@@ -298,15 +299,20 @@ def test_study_chains_stages_resumes_and_reports(tmp_path, monkeypatch):
     out, ckpt = tmp_path / "rt", tmp_path / "ckpt"
     record = pipeline.run(cfg, str(out), checkpoint_root=ckpt, log=lambda line: None)
     rows = record["metrics"]["rows"]
+    schemes = ("baseline", "fu", "fu+rri", "rf", "iterative rf")
     assert [(r["start"], r["scheme"]) for r in rows] == [
-        (s, m) for s in ("supervised", "hpca") for m in ("baseline", "fu", "fu+rri", "rf")
+        (s, m) for s in ("supervised", "hpca") for m in schemes
     ]
-    assert [c[0] for c in calls] == ["fu", "fu+rri", "rf"] * 2  # fu trained once per start
+    rounds = ["rf round 1", "rf round 2"]
+    assert [c[0] for c in calls] == (["fu", "fu+rri", "rf"] + rounds) * 2  # fu trained once
+    np.testing.assert_array_equal(calls[4][1]["fc5"]["kernel"], calls[3][2]["fc5"]["kernel"])
+    for r in (rows[4], rows[9]):
+        assert len(r["precision_at_3"]) == 3 and all(0 <= v <= 100 for v in r["precision_at_3"])
     fu, fu_rri = calls[0], calls[1]
     for name in fu[2]:
         np.testing.assert_array_equal(fu_rri[1][name], fu[2][name])  # the chain's hand-over
     np.testing.assert_array_equal(fu[1]["fc5_prelu"], 0.25)  # a fresh PReLU starts the chain
-    for r in rows:
+    for r in rows[:4] + rows[5:9]:
         assert 0 <= r["map"] <= 100 and 0 <= r["qe_map"] <= 100 and "map_std" in r
     assert "svqe_map" in rows[0] and "svqe_map" not in rows[1]
     text = out.with_suffix(".md").read_text()
@@ -335,6 +341,11 @@ def test_study_chains_stages_resumes_and_reports(tmp_path, monkeypatch):
         ("cuts", ("fc5:conv4",), "comes before"),
         ("starts", ("imagenet",), "unknown starting networks"),
         ("queries", 0, "config.queries must be"),
+        (
+            "iterative_rf",
+            {"rounds": -1, "relevant": 3, "irrelevant": 3, "epochs": 2},
+            "rounds must",
+        ),
     ],
 )
 def test_bad_settings_fail_before_any_data_is_loaded(field, value, message, tmp_path):
@@ -344,3 +355,33 @@ def test_bad_settings_fail_before_any_data_is_loaded(field, value, message, tmp_
         pipeline.run(
             cfg, str(tmp_path / "x"), checkpoint_root=tmp_path / "c", log=lambda line: None
         )
+
+
+def test_cli_retrains_a_saved_network_reindexes_and_takes_its_own_output(tmp_path, capsys):
+    """``hebbret retrain``: FU on a saved network writes the database's new features (and labels)
+    and the retrained network, which ``--network`` reads again (its PReLU included)."""
+    from hebbret import cli, data
+
+    spec = _tiny_images(tmp_path)
+    model = convnet.Net(2, depth=5)
+    variables = convnet.init(model, jax.random.key(0))
+    network.save_network(tmp_path / "start", variables, np.full(3, 0.4), np.full(3, 0.2), False)
+    common = ["--dataset", spec, "--database-size", "40", "--queries", "8", "--epochs", "1"]
+    argv = ["retrain", "--network", str(tmp_path / "start"), *common, "--out", str(tmp_path / "a")]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "before (conv4,fc5; fc5): mAP" in printed and "after fu (conv4,fc5; fc5)" in printed
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as f:
+        x, y = f["x"], f["y"]
+    train = data.load(spec).splits["train"]
+    db = np.sort(np.random.default_rng(0).permutation(len(train.x))[:40])
+    assert x.shape == (40, 4096) and np.array_equal(y, train.y[db])
+    again, mean, std, kv = network.load_network(tmp_path / "a.network", 2)
+    assert "fc5_prelu" in again["params"] and not kv
+    np.testing.assert_allclose(mean, 0.4)
+    argv = ["retrain", "--network", str(tmp_path / "a.network"), *common, "--scheme", "rri"]
+    assert cli.main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b.npz").is_file()
+    assert cli.main([*argv, "--layers", "fc6", "--out", str(tmp_path / "c")]) == 2
+    assert "unknown layers ['fc6']" in capsys.readouterr().err
+    assert cli.main(["retrain", "--network", str(tmp_path / "none"), *common, "--out", "x"]) == 2

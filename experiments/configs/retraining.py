@@ -61,6 +61,8 @@ def get_config(arg: str = "cifar10") -> config_dict.ConfigDict:
     c.rri = {"n": 5, "beta": 0.2, "theta": 0.5}
     c.rf = {"users": 200 if quick else 1_000, "relevant": 12, "irrelevant": 1, "alpha": 0.5}
     c.rf.depth = 1_000
+    # iterative RF (§5.5: 3 rounds of 3 relevant + 3 irrelevant, 2 epochs a round); 0 rounds: off
+    c.iterative_rf = {"rounds": 3, "relevant": 3, "irrelevant": 3, "epochs": 2}
     c.retrain = {"epochs": 5 if quick else 50, "batch": 64, "lr": 1e-4 if quick else 1e-5}
     c.qe_top = 10
     c.svqe = ("baseline",) if quick else ("baseline", "fu+rri")

@@ -32,6 +32,12 @@ from hebbret.retraining import network, stages
 from hebbret.rules import hpca, hpca_train
 
 STARTS = ("supervised", "hpca")
+ITERATIVE = "iterative rf"
+
+
+def _schemes(cfg: dict[str, Any]) -> tuple[str, ...]:
+    """Every row of a (start, cut): the starting features, each scheme, iterative RF if asked."""
+    return ("baseline", *cfg["schemes"]) + ((ITERATIVE,) if cfg["iterative_rf"]["rounds"] else ())
 
 
 def check(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -47,6 +53,12 @@ def check(cfg: dict[str, Any]) -> dict[str, Any]:
         value = cfg[field]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"config.{field} must be an integer >= 1, got {value!r}")
+    for field, value in cfg["iterative_rf"].items():
+        low = 0 if field == "rounds" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(
+                f"config.iterative_rf.{field} must be an integer >= {low}, got {value!r}"
+            )
     unknown = set(cfg["svqe"]) - {"baseline", *cfg["schemes"]}
     if unknown:
         raise InputError(f"config.svqe names {sorted(unknown)}: not baseline or in config.schemes")
@@ -111,13 +123,13 @@ def run(
                 complete=complete,
             )
 
+        done = {(r["start"], r["cut"], r["scheme"]) for r in study.rows}
         for start in cfg["starts"]:
             todo = [
-                (start, text, scheme)
+                (start, text, s)
                 for text in cuts
-                for scheme in ("baseline", *cfg["schemes"])
-                if (start, text, scheme)
-                not in {(r["start"], r["cut"], r["scheme"]) for r in study.rows}
+                for s in _schemes(cfg)
+                if (start, text, s) not in done
             ]
             if not todo:
                 continue
@@ -125,17 +137,19 @@ def run(
             variables, mean, std = _start_network(cfg, start, train, ds.num_classes, ckpt_root, log)
             timing[f"start_{start}_s"] = time.perf_counter() - t
             for text, c in cuts.items():
-                folder = ckpt_root / start / text.replace(":", "@")
                 runner = None
-                for scheme in ("baseline", *cfg["schemes"]):
-                    if (start, text, scheme) not in todo:
-                        continue
-                    ids = {"start": start, "cut": text, "scheme": scheme}
+                for _, _, scheme in [k for k in todo if k[1] == text]:
                     runner = runner or stages.Runner(
                         cfg, protocol, variables, mean, std, c, keep_variance=start == "hpca",
-                        folder=folder, log=log,
+                        folder=ckpt_root / start / text.replace(":", "@"), log=log,
                     )  # fmt: skip
-                    study.rows.append(ids | runner.row(scheme))
+                    t = time.perf_counter()
+                    if scheme == ITERATIVE:
+                        row = runner.iterative_feedback(**cfg["iterative_rf"])
+                        row["eval_s"] = time.perf_counter() - t
+                    else:
+                        row = runner.row(scheme)
+                    study.rows.append({"start": start, "cut": text, "scheme": scheme} | row)
                     log(report.line(study.rows[-1]))
                     save(False)
                 first = (start, text) == (cfg["starts"][0], next(iter(cuts)))

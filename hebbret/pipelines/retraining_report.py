@@ -23,6 +23,9 @@ def paper(row: dict) -> tuple[float, float] | None:
 
 def line(row: dict) -> str:
     """One progress line for a finished row."""
+    if "precision_at_3" in row:
+        p3 = " -> ".join(f"{v:.1f}" for v in row["precision_at_3"])
+        return f"{row['start']} {row['cut']} iterative RF: users' precision@3 {p3}"
     return (
         f"{row['start']} {row['cut']} {row['scheme']}: mAP {row['map']:.2f}, "
         f"mAP@50 {row['map50']:.2f}; QE {row['qe_map']:.2f} / {row['qe_map50']:.2f}"
@@ -60,7 +63,7 @@ def report(
         "",
     ]
     for start in cfg["starts"]:
-        mine = [r for r in rows if r["start"] == start]
+        mine = [r for r in rows if r["start"] == start and "precision_at_3" not in r]
         if not mine:
             continue
         lines += [
@@ -79,6 +82,26 @@ def report(
                 f"{refs[0]} | {refs[1]} | {_cell(r, 'qe_map')} | {_cell(r, 'qe_map50')} | "
                 f"{r.get('train_s', 0):.0f} |"
             )
+        lines.append("")
+    it = [r for r in rows if "precision_at_3" in r]
+    if it:
+        rounds = len(it[0]["precision_at_3"]) - 1
+        lines += [
+            f"**Iterative RF** (§5.5): {rounds} rounds, each user marks "
+            f"{cfg['iterative_rf']['relevant']} relevant + {cfg['iterative_rf']['irrelevant']} "
+            f"irrelevant unjudged items, {cfg['iterative_rf']['epochs']} epochs a round; the "
+            "users' precision@3 (percent) before and after each round (the paper, on Holidays: "
+            "Fig. 20, rising from the first round)",
+            "",
+            "| start | cut | " + " | ".join(f"round {i}" for i in range(rounds + 1)) + " | mAP |",
+            "|---|---|" + "---:|" * (rounds + 2),
+        ]
+        lines += [
+            f"| {r['start']} | {r['cut']} | "
+            + " | ".join(f"{v:.1f}" for v in r["precision_at_3"])
+            + f" | {r['map']:.2f} |"
+            for r in it
+        ]
         lines.append("")
     sv = [r for r in rows if "svqe_map" in r]
     if sv:
@@ -103,6 +126,7 @@ def report(
         f"{r.get('loss_first') or 0:.4g} -> {r.get('loss_last') or 0:.4g}), "
         f"evaluation {r['eval_s']:.0f}"
         for r in rows
+        if "precision_at_3" not in r
     ]
     lines += [f"- {k}: {v:.0f}" for k, v in timing.items()]
     return "\n".join(lines) + "\n"

@@ -33,6 +33,7 @@ PAPER = {
     "qe_top": 10,
     "svqe": (),
     "svqe_shortlist": 100,
+    "iterative_rf": {"rounds": 0, "relevant": 3, "irrelevant": 3, "epochs": 2},
 }
 
 
@@ -73,15 +74,9 @@ class Runner:
     """
 
     def __init__(self, cfg, protocol, variables, mean, std, c, *, keep_variance, folder, log):
-        self.cfg, self.p, self.c, self.folder, self.log = (
-            cfg,
-            protocol,
-            c,
-            pathlib.Path(folder),
-            log,
-        )
-        self.mean, self.std, self.kv = mean, std, keep_variance
-        self.variables = variables
+        self.cfg, self.p, self.c, self.log = cfg, protocol, c, log
+        self.folder = pathlib.Path(folder)
+        self.variables, self.mean, self.std, self.kv = variables, mean, std, keep_variance
         t = time.perf_counter()
         self.inputs = network.prefix_inputs(
             variables, c, protocol.xb, mean, std, keep_variance=keep_variance
@@ -170,6 +165,38 @@ class Runner:
         info = self.info[chain]
         return row | info | {"eval_s": time.perf_counter() - t}
 
+    def iterative_feedback(self, rounds: int, relevant: int, irrelevant: int, epochs: int) -> dict:
+        """Iterative RF (§5.5): in each round every user (the first query set's queries) marks
+        the first ``relevant`` relevant and ``irrelevant`` irrelevant items it has not judged yet
+        among its current results, and the block, starting from the previous round's parameters
+        (round 1: the starting network with a fresh PReLU), is retrained on that round's pairs
+        for ``epochs`` epochs. Returns the users' precision@3 before round 1 and after each
+        round, and mAP / mAP@50 after the last. Unlike the paper (one retraining per query), all
+        users share one retraining per round."""
+        cfg, rt = self.cfg["rf"], self.cfg["retrain"]
+        users = min(cfg["users"], len(self.p.yq[0]))
+        yu = self.p.yq[0][:users]
+        params, judged, p3 = self.stage(()), np.full((users, 0), -1, np.int64), []
+        for r in range(rounds + 1):
+            xb, xq = self.features(params)
+            m = retrieval.evaluate(xq[0][:users], xb, yu, self.p.yb, metric="euclidean", at=(3,))
+            p3.append(100 * m["precision_at"][3])
+            if r == rounds:
+                break
+            rel, irr = targets.simulate_feedback(
+                xq[0][:users], yu, xb, self.p.yb, relevant=relevant, irrelevant=irrelevant,
+                depth=cfg["depth"], skip=judged,
+            )  # fmt: skip
+            judged = np.concatenate([judged, rel, irr], axis=1)
+            pairs = targets.rf_targets(xq[0][:users], xb, rel, irr, alpha=cfg["alpha"])
+            params = regress.retrain(
+                self.apply, params if r else self.fresh, self.inputs, pairs,
+                regress.RetrainConfig(epochs, rt["batch"], rt["lr"]),
+                key=jax.random.fold_in(jax.random.key(self.cfg["seed"]), 1000 + r),
+                checkpoint_dir=self.folder / f"rf_round{r + 1}", desc=f"rf round {r + 1}",
+            ).params  # fmt: skip
+        return {"precision_at_3": p3} | score(xq[0], xb, self.p.yq[0], self.p.yb)
+
     def embed(self, params: dict) -> Callable[[np.ndarray], np.ndarray]:
         """images (n, 32, 32, 3) uint8 -> target-layer features, through the whole network."""
 
@@ -203,8 +230,9 @@ class Runner:
 def score(xq: np.ndarray, xb: np.ndarray, yq: np.ndarray, yb: np.ndarray) -> dict[str, float]:
     """``map``: mAP over the whole database normalised by all relevant items (Tzelepi eq. 18);
     ``map50``: mAP@50 normalised by the relevant items retrieved (the paper's top-50 numbers lie
-    on that scale); Euclidean distance."""
+    on that scale; the whole database if it is smaller); Euclidean distance."""
+    at = min(50, len(xb))
     m = retrieval.evaluate(
-        xq, xb, yq, yb, metric="euclidean", R="all", normaliser="relevant", more_R=(50,)
+        xq, xb, yq, yb, metric="euclidean", R="all", normaliser="relevant", more_R=(at,)
     )
-    return {"map": 100 * m["map"], "map50": 100 * m["map_at"][50]["retrieved"]}
+    return {"map": 100 * m["map"], "map50": 100 * m["map_at"][at]["retrieved"]}
