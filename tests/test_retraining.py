@@ -297,7 +297,7 @@ def test_study_chains_stages_resumes_and_reports(tmp_path, monkeypatch):
 
     monkeypatch.setattr(stages.regress, "retrain", spy)
     out, ckpt = tmp_path / "rt", tmp_path / "ckpt"
-    record = pipeline.run(cfg, str(out), checkpoint_root=ckpt, log=lambda line: None)
+    record = pipeline.run(cfg, str(out), checkpoint_root=ckpt)  # log: print
     rows = record["metrics"]["rows"]
     schemes = ("baseline", "fu", "fu+rri", "rf", "iterative rf")
     assert [(r["start"], r["scheme"]) for r in rows] == [

@@ -93,6 +93,7 @@ def run(
     ckpt_root = pathlib.Path(checkpoint_root or f"checkpoints/{pathlib.Path(out).name}")
     files.check_writable(ckpt_root / "step")
     study = Study(out, cfg, cfg["seed"], suffixes=("_grid_before.png", "_grid_after.png"), log=log)
+    log = study.log  # print, unless the caller gave a log
     timing: dict[str, float] = {}
     try:
         ds = data.load(cfg["dataset"])
