@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
 
 from hebbret import checkpoints, progress
 from hebbret.errors import InputError
@@ -112,3 +115,39 @@ def _same(x: Any) -> Any:
 
 def _nothing() -> None:
     pass
+
+
+class Training(NamedTuple):
+    """The state of a gradient training loop: parameters, optax state, mean loss per epoch."""
+
+    params: Any
+    opt_state: Any
+    losses: list[float]
+
+
+def run_training(
+    epoch: Callable[[int, Training, Callable[[], None]], Training],
+    params: Any,
+    opt_state: Any,
+    epochs: int,
+    **options: Any,
+) -> Training:
+    """:func:`run` for a :class:`Training` state (``options``: :func:`run`'s keywords). The optax
+    state is checkpointed as its numbered leaves (orbax does not restore optax's named tuples into
+    the same structure) and the losses as an array of the finished epochs."""
+    start = Training(params, opt_state, [])
+    structure = jax.tree.structure(opt_state)
+
+    def to_tree(s: Training) -> dict[str, Any]:
+        opt = {str(i): leaf for i, leaf in enumerate(jax.tree.leaves(s.opt_state))}
+        return {"params": s.params, "opt_state": opt, "losses": np.asarray(s.losses, np.float32)}
+
+    def from_tree(tree: dict[str, Any]) -> Training:
+        leaves = [tree["opt_state"][str(i)] for i in range(len(tree["opt_state"]))]
+        losses = [float(v) for v in np.asarray(tree["losses"])]
+        return Training(tree["params"], jax.tree.unflatten(structure, leaves), losses)
+
+    return run(
+        epoch, start, epochs, to_tree=to_tree, from_tree=from_tree,
+        like=lambda last: to_tree(start._replace(losses=[0.0] * last)), **options,
+    )  # fmt: skip

@@ -109,8 +109,8 @@ def retrain(
         updates, opt = tx.update(grads, opt, p)
         return (optax.apply_updates(p, updates), opt), loss
 
-    def one_epoch(t: int, state: tuple, tick) -> tuple:
-        p, opt, losses = state
+    def one_epoch(t: int, state: epochs.Training, tick) -> epochs.Training:
+        p, opt = state.params, state.opt_state
         perm = jax.random.permutation(jax.random.fold_in(key, t), len(index))
         order = np.resize(np.asarray(perm), steps * cfg.batch)
         total = jnp.float32(0.0)
@@ -119,29 +119,12 @@ def retrain(
             (p, opt), loss = step((p, opt), rows, x_dev, t_dev, i_dev)
             total += loss
             tick()
-        return p, opt, [*losses, float(total / steps)]
+        return epochs.Training(p, opt, [*state.losses, float(total / steps)])
 
     params = jax.tree.map(jnp.array, params)
-    start = (params, tx.init(params), [])
-    opt_structure = jax.tree.structure(start[1])
-
-    def to_tree(state: tuple) -> dict:
-        # optax's named tuples do not restore into the same structure: their leaves, numbered
-        opt = {str(i): leaf for i, leaf in enumerate(jax.tree.leaves(state[1]))}
-        return {"params": state[0], "opt_state": opt, "losses": np.asarray(state[2], np.float32)}
-
-    def from_tree(tree: dict) -> tuple:
-        leaves = [tree["opt_state"][str(i)] for i in range(len(tree["opt_state"]))]
-        return (
-            tree["params"],
-            jax.tree.unflatten(opt_structure, leaves),
-            jnp.asarray(tree["losses"]),
-        )
-
-    p, _, losses = epochs.run(
-        one_epoch, start, cfg.epochs, desc=desc, steps=steps, show=progress,
-        checkpoint_dir=checkpoint_dir, refuse_past_end=True, to_tree=to_tree,
-        like=lambda last: to_tree(start[:2] + ([0.0] * last,)), from_tree=from_tree,
-        postfix=lambda s: {"loss": f"{s[2][-1]:.4g}"},
+    out = epochs.run_training(
+        one_epoch, params, tx.init(params), cfg.epochs, desc=desc, steps=steps, show=progress,
+        checkpoint_dir=checkpoint_dir, refuse_past_end=True,
+        postfix=lambda s: {"loss": f"{s.losses[-1]:.4g}"},
     )  # fmt: skip
-    return RetrainResult(jax.tree.map(np.asarray, p), losses)
+    return RetrainResult(jax.tree.map(np.asarray, out.params), out.losses)
