@@ -65,6 +65,9 @@ def get_config(arg: str = "cifar10") -> config_dict.ConfigDict:
     c.iterative_rf = {"rounds": 3, "relevant": 3, "irrelevant": 3, "epochs": 2}
     c.retrain = {"epochs": 5 if quick else 50, "batch": 64, "lr": 1e-4 if quick else 1e-5}
     c.qe_top = 10
+    # QE with other list lengths, reported beside QE@qe_top (an ablation: QE helps when the top
+    # of the list is mostly relevant)
+    c.qe_ablation = ()
     c.svqe = ("baseline",) if quick else ("baseline", "fu+rri")
     c.svqe_shortlist = 20 if quick else 100
     return c

@@ -49,6 +49,11 @@ def check(cfg: dict[str, Any]) -> dict[str, Any]:
     for scheme in cfg["schemes"]:
         stages.parse(scheme)
     check_seed(cfg["seed"])
+    for top in cfg["qe_ablation"]:
+        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+            raise InputError(
+                f"config.qe_ablation must be integers >= 1, got {cfg['qe_ablation']!r}"
+            )
     for field in ("database", "queries", "query_sets", "qe_top", "svqe_shortlist"):
         value = cfg[field]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

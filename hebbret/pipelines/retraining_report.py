@@ -103,6 +103,26 @@ def report(
             for r in it
         ]
         lines.append("")
+    tops = cfg["qe_ablation"]
+    if tops:
+        plain = [r for r in rows if "precision_at_3" not in r]
+        lines += [
+            "**Query expansion by list length** (mAP; QE@k averages the query with its top k; "
+            "P@10: precision of the plain top 10)",
+            "",
+            "| start | cut | scheme | P@10 | mAP | "
+            + " | ".join(f"QE@{k}" for k in (*tops, cfg["qe_top"]))
+            + " |",
+            "|---|---|---|---:|---:|" + "---:|" * (len(tops) + 1),
+        ]
+        lines += [
+            f"| {r['start']} | {r['cut']} | {r['scheme']} | {_cell(r, 'p10')} | "
+            f"{_cell(r, 'map')} | "
+            + " | ".join(_cell(r, f"qe{k}_map") for k in tops)
+            + f" | {_cell(r, 'qe_map')} |"
+            for r in plain
+        ]
+        lines.append("")
     sv = [r for r in rows if "svqe_map" in r]
     if sv:
         lines += [

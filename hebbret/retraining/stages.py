@@ -31,6 +31,7 @@ PAPER = {
     "rf": {"users": 1_000, "relevant": 12, "irrelevant": 1, "alpha": 0.5, "depth": 1_000},
     "retrain": {"epochs": 50, "batch": 64, "lr": 1e-5},
     "qe_top": 10,
+    "qe_ablation": (),
     "svqe": (),
     "svqe_shortlist": 100,
     "iterative_rf": {"rounds": 0, "relevant": 3, "irrelevant": 3, "epochs": 2},
@@ -149,6 +150,8 @@ class Runner:
         scores: dict[str, list[float]] = {}
         for s, xq in enumerate(xqs):
             variants = {"": xq, "qe_": expansion.query_expansion(xq, xb, top=self.cfg["qe_top"])}
+            for top in self.cfg["qe_ablation"]:  # QE with other list lengths
+                variants[f"qe{top}_"] = expansion.query_expansion(xq, xb, top=top)
             if scheme in self.cfg["svqe"]:
                 variants["svqe_"] = expansion.spatial_verification_qe(
                     xq, xb, self.p.xb, self.embed(params),
@@ -230,9 +233,12 @@ class Runner:
 def score(xq: np.ndarray, xb: np.ndarray, yq: np.ndarray, yb: np.ndarray) -> dict[str, float]:
     """``map``: mAP over the whole database normalised by all relevant items (Tzelepi eq. 18);
     ``map50``: mAP@50 normalised by the relevant items retrieved (the paper's top-50 numbers lie
-    on that scale; the whole database if it is smaller); Euclidean distance."""
+    on that scale; the whole database if it is smaller); ``p10``: precision of the top 10 (what
+    QE averages); Euclidean distance."""
     at = min(50, len(xb))
     m = retrieval.evaluate(
-        xq, xb, yq, yb, metric="euclidean", R="all", normaliser="relevant", more_R=(at,)
-    )
-    return {"map": 100 * m["map"], "map50": 100 * m["map_at"][at]["retrieved"]}
+        xq, xb, yq, yb, metric="euclidean", R="all", normaliser="relevant", more_R=(at,),
+        at=(min(10, len(xb)),),
+    )  # fmt: skip
+    p10 = 100 * next(iter(m["precision_at"].values()))
+    return {"map": 100 * m["map"], "map50": 100 * m["map_at"][at]["retrieved"], "p10": p10}
