@@ -76,13 +76,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _split_lists(config):
-    """``--config.methods=a,b`` arrives as ``("a,b",)``: split such string tuples on commas."""
+    """``--config.methods=a,b`` arrives as ``("a,b",)``: split such string tuples on commas
+    (``--config.svqe=`` gives the empty tuple)."""
     for key, value in config.items():
         if hasattr(value, "items"):
             _split_lists(value)
         elif isinstance(value, tuple) and value and all(isinstance(v, str) for v in value):
             with config.unlocked():
-                config[key] = tuple(p.strip() for v in value for p in v.split(","))
+                config[key] = tuple(p.strip() for v in value for p in v.split(",") if p.strip())
     return config
 
 
