@@ -76,9 +76,15 @@ def report(
         for r in mine:
             ref = paper(r)
             refs = (f"[{ref[0]:.2f}]", f"[{ref[1]:.2f}]") if ref else ("", "")
+            target = r["cut"].split(":")[1]
+            chain = " -> ".join(f"{s}{r['representation']}" for s in r["scheme"].split("+"))
+            rep = (
+                f"{start} => {target}"
+                if r["scheme"] == "baseline"
+                else f"{start} -> {chain} => {target}"
+            )
             lines.append(
-                f"| {r['scheme']} | {start} -> {r['scheme']}{r['representation']} => "
-                f"{r['cut'].split(':')[1]} | {_cell(r, 'map')} | {_cell(r, 'map50')} | "
+                f"| {r['scheme']} | {rep} | {_cell(r, 'map')} | {_cell(r, 'map50')} | "
                 f"{refs[0]} | {refs[1]} | {_cell(r, 'qe_map')} | {_cell(r, 'qe_map50')} | "
                 f"{r.get('train_s', 0):.0f} |"
             )
