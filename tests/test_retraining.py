@@ -331,6 +331,13 @@ def test_study_chains_stages_resumes_and_reports(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline.finetune, "finetune", fail)
     again = pipeline.run(cfg, str(out), checkpoint_root=ckpt, log=lambda line: None)
     assert again["metrics"]["rows"] == rows
+    monkeypatch.setattr(stages.regress, "retrain", real)  # a new record, stages from checkpoints
+    cfg.qe_top = 2
+    third = pipeline.run(cfg, str(tmp_path / "rt2"), checkpoint_root=ckpt, log=lambda line: None)
+    for r, s in zip(rows, third["metrics"]["rows"], strict=True):
+        assert r["map"] == s["map"]  # the same networks
+        assert s.get("epochs_restored", 0) == (2 if r["scheme"] in ("fu", "fu+rri", "rf") else 0)
+    assert "| restored |" in (tmp_path / "rt2.md").read_text()
 
 
 @pytest.mark.parametrize(

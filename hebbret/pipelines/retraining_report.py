@@ -39,6 +39,13 @@ def _cell(row: dict, key: str) -> str:
     return f"{row[key]:.2f}" + (f" +- {std:.2f}" if std is not None else "")
 
 
+def _train_time(row: dict, cfg: dict) -> str:
+    """Seconds of training, or "restored" when every epoch came from a checkpoint."""
+    if row["scheme"] != "baseline" and row.get("epochs_restored") == cfg["retrain"]["epochs"]:
+        return "restored"
+    return f"{row.get('train_s', 0):.0f}"
+
+
 def report(
     command: str, cfg: dict, ds: Dataset, rows: list[dict], timing: dict, seconds: float
 ) -> str:
@@ -86,7 +93,7 @@ def report(
             lines.append(
                 f"| {r['scheme']} | {rep} | {_cell(r, 'map')} | {_cell(r, 'map50')} | "
                 f"{refs[0]} | {refs[1]} | {_cell(r, 'qe_map')} | {_cell(r, 'qe_map50')} | "
-                f"{r.get('train_s', 0):.0f} |"
+                f"{_train_time(r, cfg)} |"
             )
         lines.append("")
     it = [r for r in rows if "precision_at_3" in r]
@@ -148,7 +155,7 @@ def report(
     lines += ["Stage times (seconds): targets / training / evaluation per row, starting networks:"]
     lines += [
         f"- {r['start']} {r['cut']} {r['scheme']}: targets {r.get('targets_s', 0):.1f}, "
-        f"training {r.get('train_s', 0):.0f} ({r.get('pairs', 0):,} pairs, loss "
+        f"training {_train_time(r, cfg)} ({r.get('pairs', 0):,} pairs, loss "
         f"{r.get('loss_first') or 0:.4g} -> {r.get('loss_last') or 0:.4g}), "
         f"evaluation {r['eval_s']:.0f}"
         for r in rows

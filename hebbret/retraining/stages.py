@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from hebbret import plots, retrieval
+from hebbret import checkpoints, plots, retrieval
 from hebbret.errors import InputError
 from hebbret.retraining import network, regress, targets
 from hebbret.retrieval import expansion
@@ -108,6 +108,7 @@ class Runner:
         targets_s = time.perf_counter() - t
         name = "+".join(chain)
         seed = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+        restored = checkpoints.latest_step(self.folder / name) or 0
         t = time.perf_counter()
         result = regress.retrain(
             self.apply, parent if chain[:-1] else self.fresh, self.inputs, pairs,
@@ -118,6 +119,7 @@ class Runner:
         self.trained[chain] = result.params
         self.info[chain] = {
             "targets_s": targets_s, "train_s": time.perf_counter() - t, "pairs": len(pairs.index),
+            "epochs_restored": restored,
             "loss_first": result.losses[0] if result.losses else None,
             "loss_last": result.losses[-1] if result.losses else None,
         }  # fmt: skip
