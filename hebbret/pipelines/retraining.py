@@ -159,8 +159,12 @@ def run(
                     log(report.line(study.rows[-1]))
                     save(False)
                 first = (start, text) == (cfg["starts"][0], next(iter(cuts)))
-                if runner is not None and first and cfg["schemes"]:
-                    runner.grid(out, cfg["schemes"][0])  # the same queries before and after
+                if runner is not None and first and cfg["schemes"]:  # the best scheme's effect
+                    mine = [r for r in study.rows if (r["start"], r["cut"]) == (start, text)]
+                    best = max(
+                        (r for r in mine if r["scheme"] in cfg["schemes"]), key=lambda r: r["map"]
+                    )
+                    runner.grid(out, best["scheme"])
         record = save(complete=True)
         log(f"wrote {out}.json and {out}.md ({study.seconds / 60:.1f} min)")
         return record

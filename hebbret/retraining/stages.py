@@ -214,17 +214,19 @@ class Runner:
         return fn
 
     def grid(self, out: str, scheme: str, n: int = 6, k: int = 8) -> None:
-        """Retrieval grids of the first ``n`` queries before (``OUT_grid_before.png``) and after
-        ``scheme`` (``OUT_grid_after.png``), top ``k`` each."""
+        """Retrieval grids of ``n`` queries of different classes before (``OUT_grid_before.png``)
+        and after ``scheme`` (``OUT_grid_after.png``), top ``k`` each."""
         import matplotlib.pyplot as plt
 
         from hebbret import files
 
+        yq = self.p.yq[0]
+        pick = np.sort(np.unique(yq, return_index=True)[1])[:n]  # one query per class
         for suffix, name, chain in (("before", "baseline", ()), ("after", scheme, parse(scheme))):
             xb, xqs = self.features(self.stage(chain))
-            _, idx = retrieval.search(xqs[0][:n], xb, k, metric="euclidean")
+            _, idx = retrieval.search(xqs[0][pick], xb, k, metric="euclidean")
             fig = plots.retrieval_grid(
-                self.p.xq[0][:n], self.p.xb, idx, self.p.yq[0][:n], self.p.yb,
+                self.p.xq[0][pick], self.p.xb, idx, yq[pick], self.p.yb,
                 title=f"{name} {self.c.label()}",
             )  # fmt: skip
             png = f"{out}_grid_{suffix}.png"

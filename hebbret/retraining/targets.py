@@ -132,6 +132,15 @@ def nearest(
     return dist, idx
 
 
+def _neighbour_mean(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """(N, D) float32 means of the rows ``idx`` (N, k) of x, one neighbour column at a time (no
+    (N, k, D) gather)."""
+    total = np.zeros((len(idx), x.shape[1]), np.float32)
+    for j in range(idx.shape[1]):
+        total += x[idx[:, j]]
+    return total / idx.shape[1]
+
+
 def _pad(a: np.ndarray, pad: int) -> np.ndarray:
     """``a`` with its last row repeated ``pad`` times (one compiled chunk shape)."""
     return np.concatenate([a, np.repeat(a[-1:], pad, 0)]) if pad else a
@@ -143,7 +152,7 @@ def fu_targets(x: np.ndarray, *, n: int = 2, eta: float = 0.5, show: bool = Fals
     x = check_features(x)
     eta = _check_step(eta, "eta", 0.5)
     _, idx = nearest(x, x, n, exclude="self", show=show)
-    mu = x[idx].mean(1)
+    mu = _neighbour_mean(x, idx)
     return TrainingSet(np.arange(len(x)), (x - 2.0 * eta * (x - mu)).astype(np.float32))
 
 
@@ -178,14 +187,19 @@ def rri_targets(
         raise InputError(f"class {classes[counts.argmin()]} has one item: no other relevant item")
     if len(classes) < 2 and not is_d.any():
         raise InputError("RRI needs irrelevant items: the database has a single class")
-    sums = np.zeros((len(classes), x.shape[1]), np.float64)
-    np.add.at(sums, inverse, x[keep])
-    mu_plus = (sums[inverse] - x[keep]) / (counts[inverse] - 1)[:, None]
+    sums = np.stack([x[keep[inverse == k]].sum(0, dtype=np.float64) for k in range(len(classes))])
     # distractors get a label of their own, so "class" exclusion keeps them irrelevant to all
     _, idx = nearest(x[keep], x, n, exclude="class", yq=labels[keep], yb=labels, show=show)
-    mu_minus = x[idx].mean(1)
+    mu_minus = _neighbour_mean(x, idx)
     xi = x[keep]
-    target = xi - (1.0 - beta) * (xi - mu_plus) + beta * (xi - mu_minus)
+    target = np.empty_like(xi)
+    for s in range(0, len(keep), CHUNK * 16):  # float64 in chunks: memory stays O(chunk x D)
+        rows = slice(s, s + CHUNK * 16)
+        c = inverse[rows]
+        mu_plus = (sums[c] - xi[rows]) / (counts[c] - 1)[:, None]
+        target[rows] = (
+            xi[rows] - (1.0 - beta) * (xi[rows] - mu_plus) + beta * (xi[rows] - mu_minus[rows])
+        )
     index, targets = [keep], [target.astype(np.float32)]
     if is_d.any():
         rows, cols = np.nonzero(is_d[idx])
