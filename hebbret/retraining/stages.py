@@ -91,18 +91,26 @@ class Runner:
         self.apply = network.block_apply(c, frozen, keep_variance=keep_variance)
         self.trained: dict[tuple[str, ...], dict] = {(): base}
         self.info: dict[tuple[str, ...], dict] = {(): {"prefix_s": time.perf_counter() - t}}
+        self._features: dict[tuple[str, ...], tuple[np.ndarray, list[np.ndarray]]] = {}
 
     def features(self, params: dict) -> tuple[np.ndarray, list[np.ndarray]]:
         """Database (N, D) and per-set query features of the block with ``params``."""
         xb = network.features(self.apply, params, self.inputs)
         return xb, [network.features(self.apply, params, q) for q in self.q_inputs]
 
+    def chain_features(self, chain: tuple[str, ...]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """:meth:`features` after the stages ``chain``, computed once per chain (the next stage's
+        targets, the row's scores and the grid all read them)."""
+        if chain not in self._features:
+            self._features[chain] = self.features(self.stage(chain))
+        return self._features[chain]
+
     def stage(self, chain: tuple[str, ...]) -> dict:
         """Parameters after the stages ``chain`` (trained once, then remembered)."""
         if chain in self.trained:
             return self.trained[chain]
         parent = self.stage(chain[:-1])
-        xb, xq = self.features(parent)
+        xb, xq = self.chain_features(chain[:-1])
         t = time.perf_counter()
         pairs = self._targets(chain[-1], xb, xq[0])
         targets_s = time.perf_counter() - t
@@ -148,7 +156,7 @@ class Runner:
         chain = () if scheme == "baseline" else parse(scheme)
         params = self.stage(chain)
         t = time.perf_counter()
-        xb, xqs = self.features(params)
+        xb, xqs = self.chain_features(chain)
         scores: dict[str, list[float]] = {}
         for s, xq in enumerate(xqs):
             variants = {"": xq, "qe_": expansion.query_expansion(xq, xb, top=self.cfg["qe_top"])}
@@ -223,7 +231,7 @@ class Runner:
         yq = self.p.yq[0]
         pick = np.sort(np.unique(yq, return_index=True)[1])[:n]  # one query per class
         for suffix, name, chain in (("before", "baseline", ()), ("after", scheme, parse(scheme))):
-            xb, xqs = self.features(self.stage(chain))
+            xb, xqs = self.chain_features(chain)
             _, idx = retrieval.search(xqs[0][pick], xb, k, metric="euclidean")
             fig = plots.retrieval_grid(
                 self.p.xq[0][pick], self.p.xb, idx, yq[pick], self.p.yb,
