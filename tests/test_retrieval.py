@@ -576,3 +576,69 @@ def test_public_names_are_reexported():
     kw = dict(metric="sqeuclidean", mesh=hebbret.mesh.data_mesh(1))
     with pytest.raises(InputError, match="axis 'db'"):
         rt.evaluate(np.ones((2, 3)), np.ones((4, 3)), [0, 1], [0, 1, 0, 1], **kw)
+
+
+@pytest.mark.parametrize("num_devices", [1, 8])
+@pytest.mark.parametrize(
+    "metric, tie, r",
+    [
+        ("sqeuclidean", "exact", 15),  # top_k path, tie group may cross the list end
+        ("sqeuclidean", "exact", None),  # the whole database: N - 1 items per query
+        ("manhattan", "random", 15),  # permuted database: the left-out index maps through it
+        ("cosine", "stable", None),
+        ("hamming", "exact", None),  # histogram path
+    ],
+)
+def test_leave_one_out_equals_deleting_the_query_from_the_database(metric, tie, r, num_devices):
+    """Queries drawn from the database (test-vs-test retrieval): each query's ranking is the one
+    of a database without its own row, for every normaliser and precision@N."""
+    rng = np.random.default_rng(12)
+    nb = 43
+    if metric == "hamming":
+        x = rt.pack_bits(rng.integers(0, 2, (nb, 6)))
+    elif metric == "cosine":  # float rounding would break cosine's ties in no defined order
+        x = rng.normal(size=(nb, 4)).astype(np.float32)
+    else:
+        x, _, _, _ = tied_features(rng, nb, 1)
+    y = rng.integers(0, 3, nb)
+    q = np.array([0, 5, 17, 42, 5])  # any rows, repeats allowed
+    kw = dict(metric=metric, R=r, tie=tie, at=(1, 10), seed=2)
+    got = rt.evaluate(x[q], x, y[q], y, leave_out=q, mesh=rt.database_mesh(num_devices), **kw)
+    for i, j in enumerate(q):
+        keep = np.arange(nb) != j
+        want = rt.evaluate(x[j : j + 1], x[keep], y[j : j + 1], y[keep], **(kw | {"tie": "exact"}))
+        if tie == "exact":
+            for k in rt.NORMALISERS:
+                np.testing.assert_allclose(got["ap"][k][i], want["ap"][k][0], atol=TOL)
+        assert got["num_relevant"][i] == want["num_relevant"][0] == (y[keep] == y[j]).sum()
+    if tie != "exact":  # the same with the permutation / index order the policy uses
+        for i, j in enumerate(q):
+            keep = np.flatnonzero(np.arange(nb) != j)
+            d = np_distances(x[j : j + 1], x[keep], metric)[0]
+            order = (
+                np.argsort(d, kind="stable")
+                if tie == "stable"
+                else _permuted_order(d, keep, nb, seed=2)
+            )
+            ranked = (y[keep] == y[j])[order]
+            for k in rt.NORMALISERS:
+                want = np_ap(ranked, r or nb - 1, ranked.sum(), k)
+                np.testing.assert_allclose(got["ap"][k][i], want, atol=TOL)
+
+
+def _permuted_order(d, keep, nb, seed):
+    """Ranking of the kept rows under the random policy: the full database's permutation, with
+    the left-out row removed, then a stable sort."""
+    perm = np.random.default_rng(seed).permutation(nb)
+    position = np.searchsorted(keep, perm[np.isin(perm, keep)])
+    return position[np.argsort(d[position], kind="stable")]
+
+
+def test_leave_out_bad_input():
+    x, y = np.eye(4, dtype=np.float32), np.arange(4)
+    with pytest.raises(InputError, match="leave_out must be"):
+        rt.evaluate(x, x, y, y, metric="euclidean", leave_out=np.arange(3))
+    with pytest.raises(InputError, match="lie in"):
+        rt.evaluate(x, x, y, y, metric="euclidean", leave_out=np.array([0, 1, 2, 4]))
+    with pytest.raises(InputError, match="at least 2"):
+        rt.evaluate(x[:1], x[:1], y[:1], y[:1], metric="euclidean", leave_out=np.array([0]))

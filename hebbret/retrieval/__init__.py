@@ -51,6 +51,7 @@ from hebbret.retrieval.distances import (
 )
 from hebbret.retrieval.inputs import (
     check_inputs,
+    check_leave_out,
     list_depth,
     more_depths,
     ranks,
@@ -102,6 +103,7 @@ def evaluate(
     chunk_size: int | None = None,
     mesh: Mesh | None = None,
     progress: bool = False,
+    leave_out: np.ndarray | None = None,
 ) -> dict:
     """Ranks the whole database for every query and returns retrieval metrics.
 
@@ -122,6 +124,9 @@ def evaluate(
       seed: permutation seed for ``tie="random"``.
       chunk_size: queries per kernel call (default: keeps a chunk's distances near 64 MB).
       mesh: a 1-D device mesh with axis "db" (see :func:`database_mesh`) to shard the database.
+      leave_out: (nq,) database index of each query's own item, left out of that query's ranking
+        and of its relevant items (leave-one-out: queries drawn from the database, e.g.
+        ``evaluate(x[q], x, y[q], y, leave_out=q)``); the database then has N - 1 items per query.
 
     Returns:
       dict with ``map`` (mean AP@R under ``normaliser``), ``ap`` {normaliser: (nq,) per-query AP},
@@ -143,6 +148,9 @@ def evaluate(
     meshes.check(mesh, meshes.DB)
     xq, xb, yq, yb, _ = check_inputs(xq, xb, yq, yb, metric)
     n = xb.shape[0]
+    if leave_out is not None:
+        leave_out = check_leave_out(leave_out, xq.shape[0], n)
+        n -= 1  # items ranked per query
     r = list_depth(R, n)
     warn_if_all_relevant(yq, yb)
     at = ranks(at, n)
@@ -165,8 +173,9 @@ def evaluate(
         more_r=more_r,
     )
     _, results = run_chunks(
-        cfg, xq, yq, xb, yb, chunk_size=chunk_size, mesh=mesh, seed=seed, progress=progress
-    )
+        cfg, xq, yq, xb, yb, chunk_size=chunk_size, mesh=mesh, seed=seed, progress=progress,
+        leave_out=leave_out,
+    )  # fmt: skip
     nq = xq.shape[0]
     per_query = ("hits_at", "pr11", "precision_at", "recall_at", "num_relevant")
     cat = {k: np.concatenate([o[k] for o in results])[:nq] for k in per_query}

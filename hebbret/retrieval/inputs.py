@@ -176,6 +176,21 @@ def class_ids(yq: np.ndarray, yb: np.ndarray, nq: int, nb: int) -> tuple[np.ndar
     return ids[:nq], ids[nq:]
 
 
+def check_leave_out(leave_out, nq: int, n: int) -> np.ndarray:
+    """``leave_out`` checked: (nq,) integer database indices in [0, n), with n >= 2."""
+    idx = _array(leave_out, "leave_out")
+    if idx.shape != (nq,) or idx.dtype.kind not in "iu":
+        raise InputError(
+            f"leave_out must be ({nq},) integer database indices (one per query), "
+            f"got {idx.dtype} {idx.shape}"
+        )
+    if n < 2:
+        raise InputError("leave-one-out needs a database of at least 2 items")
+    if nq and (idx.min() < 0 or idx.max() >= n):
+        raise InputError(f"leave_out indices must lie in [0, {n}), the database rows")
+    return idx.astype(np.int64)
+
+
 def list_depth(R, n: int) -> int:  # noqa: N803  (the literature's name)
     """R (a positive integer, or None / "all" for the whole database) -> a list depth <= n."""
     if R is None or (isinstance(R, str) and R.lower() == "all"):

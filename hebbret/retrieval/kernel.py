@@ -64,20 +64,24 @@ class KernelConfig(NamedTuple):
     more_r: tuple[int, ...] = ()  # further list depths whose AP is also computed
 
 
-def shard_body(cfg: KernelConfig, q, yq, total, valid_q, b, yb, valid_b):
+def shard_body(cfg: KernelConfig, q, yq, total, valid_q, drop, b, yb, valid_b):
     """Ranks a chunk of queries (C, ...) against one database shard (Ns, ...) and merges shards.
 
-    ``total`` (C,) is each query's number of relevant items in the whole database."""
+    ``total`` (C,) is each query's number of relevant items in the whole database (the left-out
+    item excluded); ``drop`` (C,) the global database index each query leaves out, or -1."""
     keys = ranking_keys(cfg.metric, q, b, cfg.num_bits)
     chex.assert_rank(keys, 2)
-    chex.assert_shape((yq, total, valid_q), (keys.shape[0],))
+    chex.assert_shape((yq, total, valid_q, drop), (keys.shape[0],))
     chex.assert_shape((yb, valid_b), (keys.shape[1],))
-    keys = jnp.where(valid_b[None, :], keys, jnp.inf)
+    offset = jax.lax.axis_index(meshes.DB) * keys.shape[1]
+    index = offset + jnp.arange(keys.shape[1], dtype=jnp.int32)
+    kept = valid_b[None, :] & (index[None, :] != drop[:, None])  # (C, Ns)
+    keys = jnp.where(kept, keys, jnp.inf)
     if cfg.use_histogram:
         # exact ties from the histogram of integer keys; no sort at all
-        rel = (yq[:, None] == yb[None, :]) & valid_b[None, :]
+        rel = (yq[:, None] == yb[None, :]) & kept
         nbins = cfg.num_bits + 1
-        code = jnp.where(valid_b[None, :], keys.astype(jnp.int32) + nbins * rel, 2 * nbins)
+        code = jnp.where(kept, keys.astype(jnp.int32) + nbins * rel, 2 * nbins)
         hist = jax.vmap(lambda c: jnp.bincount(c, length=2 * nbins))(code)
         hist = jax.lax.psum(hist, meshes.DB).astype(jnp.float32)
         counts, relcounts = hist[:, :nbins] + hist[:, nbins:], hist[:, nbins:]
@@ -89,7 +93,6 @@ def shard_body(cfg: KernelConfig, q, yq, total, valid_q, b, yb, valid_b):
     # for it when it is used: XLA turns a top_k whose tail is dead into a full sort.)
     exact = cfg.tie == "exact" and not cfg.search_only
     size = min(cfg.depth + 1, cfg.num_db) if exact else cfg.depth
-    offset = jax.lax.axis_index(meshes.DB) * keys.shape[1]
     neg, idx = jax.lax.top_k(-keys, min(size, keys.shape[1]))
     top_keys, top_idx, top_rel = -neg, idx + offset, yb[idx] == yq[:, None]
     if jax.lax.axis_size(meshes.DB) > 1:  # merge the shards' sorted lists (costs another top_k)
@@ -136,7 +139,7 @@ def compiled_chunk(cfg: KernelConfig, mesh: Mesh):
     body = jax.shard_map(
         functools.partial(shard_body, cfg),
         mesh=mesh,
-        in_specs=(rep, rep, rep, rep, shard, shard, shard),
+        in_specs=(rep, rep, rep, rep, rep, shard, shard, shard),
         out_specs=rep,
         check_vma=False,
     )
@@ -158,8 +161,12 @@ def queries_per_chunk(cfg: KernelConfig, num_db: int, words: int, chunk_size: in
     return int(2 ** np.clip(np.floor(np.log2(budget / per_query)), 0, 9))
 
 
-def run_chunks(cfg: KernelConfig, xq, yq, xb, yb, *, chunk_size, mesh, seed, progress):
-    """Permutes (random policy) and shards the database, then maps the kernel over query chunks."""
+def run_chunks(
+    cfg: KernelConfig, xq, yq, xb, yb, *, chunk_size, mesh, seed, progress, leave_out=None
+):
+    """Permutes (random policy) and shards the database, then maps the kernel over query chunks.
+
+    ``leave_out`` (nq,): the database index each query leaves out of its ranking (or None)."""
     mesh = meshes.database_mesh(1) if mesh is None else mesh
     ndev = meshes.size(mesh)
     n = xb.shape[0]
@@ -178,6 +185,10 @@ def run_chunks(cfg: KernelConfig, xq, yq, xb, yb, *, chunk_size, mesh, seed, pro
     labels, counts = np.unique(yb, return_counts=True)
     at = np.minimum(np.searchsorted(labels, yq), len(labels) - 1)
     total = np.where(labels[at] == yq, counts[at], 0).astype(np.float32)
+    drop = np.full(nq, -1, np.int32)
+    if leave_out is not None:  # the left-out item is not in the ranking nor among the relevant
+        total -= yb[leave_out] == yq
+        drop = np.argsort(perm).astype(np.int32)[leave_out]  # its position in the permuted order
     starts = list(range(0, nq, chunk))
 
     def one(start: int):
@@ -187,7 +198,10 @@ def run_chunks(cfg: KernelConfig, xq, yq, xb, yb, *, chunk_size, mesh, seed, pro
         else:
             q = prepare(cfg.metric, jnp.asarray(xq[idx]))
         valid = jnp.asarray(np.arange(start, start + chunk) < nq)
-        out = fn(q, jnp.asarray(yq[idx]), jnp.asarray(total[idx]), valid, b, yb_d, vb_d)
+        out = fn(
+            q, jnp.asarray(yq[idx]), jnp.asarray(total[idx]), valid, jnp.asarray(drop[idx]),
+            b, yb_d, vb_d,
+        )  # fmt: skip
         return jax.tree.map(np.asarray, out)
 
     # XLA:CPU runs top_k and scatter on one thread: dispatch chunks from a few threads at once.
