@@ -1,7 +1,7 @@
 """Published numbers, to print next to ours. Percent unless noted.
 
 Sources and context: docs/biohash.md (Ryali et al. 2020), docs/hebbian_pca.md (Lagani et al.
-2022) and docs/retraining.md (Tzelepi & Tefas 2018).
+2022), docs/retraining.md (Tzelepi & Tefas 2018) and docs/sae_cnn.md (Kuo et al. 2016).
 """
 
 BIOHASH_KS = (2, 4, 8, 16, 32, 64)
@@ -100,4 +100,30 @@ TZELEPI_CIFAR10_TABLE10 = {
     "fu": (28.36, 0.57),
     "rri": (43.79, 0.87),
     "rf": (27.59, 0.36),
+}
+
+# Kuo, Chou & Chang 2016, Tables 2 and 3: test accuracy (top-1, top-2, top-3) after 25 epochs.
+KUO_ACCURACY = {
+    "cifar10": {
+        "plain": (73.5, 87.4, 93.1),
+        "da": (75.3, 88.4, 93.7),
+        "pretrain": (77.9, 90.4, 95.0),
+        "both": (79.3, 91.4, 96.9),
+    },
+    "cifar100": {
+        "plain": (41.6, 54.9, 62.2),
+        "da": (43.7, 56.3, 64.0),
+        "pretrain": (43.2, 55.5, 62.6),
+        "both": (44.0, 57.3, 65.2),
+    },
+}
+# Tables 4 and 5: mAP (a fraction, not percent) and matching seconds per query of the 400-d
+# features of the pre-train + DA network, by distance (their CPU code).
+KUO_RETRIEVAL = {
+    "cifar10": {"euclidean": (0.671, 0.085), "manhattan": (0.694, 0.083), "cosine": (0.707, 0.262)},
+    "cifar100": {
+        "euclidean": (0.189, 0.115),
+        "manhattan": (0.217, 0.081),
+        "cosine": (0.244, 0.229),
+    },
 }

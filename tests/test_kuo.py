@@ -2,6 +2,7 @@
 loss and resumes to the uninterrupted result, top-k accuracy by hand, the 5-channel input."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -98,3 +99,57 @@ def test_learning_rate_steps():
     assert [kuo.lr_at_epoch(cfg, e) for e in (0, 11, 12, 16, 17, 19)] == pytest.approx(
         [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
     )
+
+
+@pytest.mark.parametrize("channels", [3, 5])
+def test_grey_kernels_fold_into_the_standardised_input(channels):
+    """A grey-level kernel and bias on g = luma / 255 equal, at every VALID position, the folded
+    kernel on the standardised 3- or 5-channel input (5: on its grey channel)."""
+    rng = np.random.default_rng(3)
+    raw = rng.integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
+    k = rng.normal(size=(5, 5, 1, 6)).astype(np.float32)
+    b = rng.normal(size=6).astype(np.float32)
+    images = kuo.prepare(raw, channels)
+    mean, std = kuo.channel_stats(images)
+    kernel, bias = kuo.grey_kernels_to_input(k, b, mean, std)
+    assert kernel.shape == (5, 5, channels, 6)
+    if channels == 3:
+        g = (raw.astype(np.float64) / 255.0) @ np.array(kuo.LUMA)
+    else:
+        g = images[..., 3].astype(np.float64) / 255.0
+        np.testing.assert_array_equal(kernel[:, :, [0, 1, 2, 4]], 0.0)
+    x = (images.astype(np.float64) / 255.0 - mean) / std
+
+    def conv(img, w):
+        return np.asarray(
+            jax.lax.conv_general_dilated(
+                jnp.asarray(img, jnp.float32),
+                jnp.asarray(w, jnp.float32),
+                (1, 1),
+                "VALID",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )  # fmt: skip
+        )
+
+    want = conv(g[..., None], k) + b
+    np.testing.assert_allclose(conv(x, kernel) + bias, want, atol=2e-4 * np.abs(want).max())
+    with pytest.raises(InputError, match="grey kernels"):
+        kuo.grey_kernels_to_input(np.zeros((5, 5, 3, 6)), b, mean, std)
+    with pytest.raises(InputError, match="mean and std"):
+        kuo.grey_kernels_to_input(k, b, mean[:2], std[:2])
+
+
+def test_unit_response_gives_every_filter_unit_output_std():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(6, 32, 32, 3)).astype(np.float32)
+    k = rng.normal(size=(5, 5, 3, 8)) * rng.uniform(0.01, 10.0, 8)
+    scaled = kuo.unit_response(k, x)
+    out = jax.lax.conv_general_dilated(
+        jnp.asarray(x), jnp.asarray(scaled), (1, 1), "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )  # fmt: skip
+    np.testing.assert_allclose(np.asarray(out).reshape(-1, 8).std(0), 1.0, rtol=1e-4)
+    ratio = scaled / k  # each filter only rescaled
+    np.testing.assert_allclose(ratio, np.broadcast_to(ratio[0, 0, 0], k.shape), rtol=1e-5)
+    with pytest.raises(InputError, match="no response"):
+        kuo.unit_response(np.zeros((5, 5, 3, 2)), x)

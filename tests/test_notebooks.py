@@ -18,6 +18,7 @@ COLAB = pathlib.Path(__file__).parent.parent / "colab"
 NOTEBOOKS = (
     "biohash_quickstart.ipynb",
     "hpca_quickstart.ipynb",
+    "kuo_quickstart.ipynb",
     "retraining_quickstart.ipynb",
     "retrieval_quickstart.ipynb",
 )
@@ -99,3 +100,20 @@ def test_retraining_quickstart(tmp_path, monkeypatch):
     found = re.findall(row, printed, re.M)
     assert [f[0] for f in found] == ["before", "after FU"]
     assert all(0 < float(v) <= 100 for f in found for v in f[1:])
+
+
+def test_kuo_quickstart(tmp_path, monkeypatch):
+    """The SAE's loss falls and its mean activation nears rho; both CNNs learn the digits; every
+    (network, distance) line carries mAP and P@10."""
+    printed = _run("kuo_quickstart.ipynb", tmp_path, monkeypatch)
+    num = r"([\d.]+)"
+    first, last, rho = map(float, re.search(rf"^SAE loss {num} -> {num}; mean activation {num}",
+                                            printed, re.M).groups())  # fmt: skip
+    assert last < first and abs(rho - 0.05) < 0.05
+    acc = dict(re.findall(rf"^(plain|pre-train \+ DA)\s+test accuracy top-1 {num}", printed, re.M))
+    assert list(acc) == ["plain", "pre-train + DA"] and all(float(v) > 50 for v in acc.values())
+    rows = re.findall(rf"^(plain|pre-train \+ DA)\s+(\w+)\s+mAP {num}  P@10 {num}", printed, re.M)
+    assert [(r[0], r[1]) for r in rows] == [
+        (n, d) for n in acc for d in ("euclidean", "manhattan", "cosine")
+    ]
+    assert all(0 < float(r[2]) <= 100 and 0 < float(r[3]) <= 100 for r in rows)

@@ -36,6 +36,7 @@ from hebbret.nets import augment, convnet
 
 WIDTHS = (64, 64, 128)
 FEATURES = 400
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as augment.grey
 
 
 class KuoNet(nn.Module):
@@ -87,6 +88,56 @@ def with_first_layer(params: dict, kernel: np.ndarray, bias: np.ndarray) -> dict
         )
     conv1 = {"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}
     return {**params, "conv1": conv1}
+
+
+def grey_kernels_to_input(
+    kernel: np.ndarray, bias: np.ndarray, mean: np.ndarray, std: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grey-level kernels folded into conv1 of the standardised 3- or 5-channel input.
+
+    The SAE learns (5, 5, 1, H) kernels ``K`` and biases ``b`` for grey patches ``g`` in [0, 1]
+    (:func:`hebbret.nets.sae.conv_kernels`). The network sees channel c as
+    ``x_c = (raw_c / 255 - m_c) / s_c`` (``mean``, ``std`` (C,)). With C = 3, grey is the luma
+    ``g = sum_c w_c raw_c / 255`` (w = 0.299, 0.587, 0.114), so
+
+        K * g + b = sum_c (w_c s_c K) * x_c + (b + sum(K) sum_c w_c m_c);
+
+    with C = 5 the grey channel (index 3) is given, ``g = s_3 x_3 + m_3``, and ``K`` goes on it
+    alone (``s_3 K``; bias ``b + m_3 sum(K)``; RGB and equalised kernels start at 0). Exact for a
+    "VALID" position; "SAME" borders see zero-padded ``x_c``, i.e. pixels at the channel mean.
+    Returns ``(kernel (5, 5, C, H), bias (H,))`` float32.
+    """
+    k = np.asarray(kernel, np.float64)
+    b = np.asarray(bias, np.float64)
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    if k.ndim != 4 or k.shape[2] != 1 or b.shape != (k.shape[3],):
+        raise InputError(
+            f"grey kernels must be (h, w, 1, H) with (H,) biases, got {k.shape} and {b.shape}"
+        )
+    channels = mean.shape[0]
+    if channels not in (3, 5) or mean.shape != std.shape or mean.ndim != 1:
+        raise InputError(f"mean and std must be (3,) or (5,), got {mean.shape} and {std.shape}")
+    weights = np.array(LUMA) if channels == 3 else np.eye(5)[3]
+    out = k * (weights * std)[None, None, :, None]
+    offset = b + k.sum((0, 1, 2)) * float(weights @ mean)
+    return out.astype(np.float32), offset.astype(np.float32)
+
+
+def unit_response(kernel: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``kernel`` (5, 5, C, H) with each filter divided by the std of its "SAME" response over
+    standardised images ``x`` (n, 32, 32, C): every conv1 unit then starts with unit output
+    variance, as a fresh LeCun-normal layer about does (a data-dependent scale, as in LSUV)."""
+    k = jnp.asarray(kernel, jnp.float32)
+    if k.ndim != 4 or np.ndim(x) != 4 or k.shape[2] != np.shape(x)[-1]:
+        raise InputError(f"kernel (5, 5, C, H) and images (n, 32, 32, C) expected, got "
+                         f"{k.shape} and {np.shape(x)}")  # fmt: skip
+    out = jax.lax.conv_general_dilated(
+        jnp.asarray(x, jnp.float32), k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    std = np.asarray(out.reshape(-1, k.shape[-1]).std(0), np.float64)
+    if not np.all(np.isfinite(std) & (std > 0)):
+        raise InputError("a first-layer filter gives no response on these images (std 0)")
+    return (np.asarray(kernel, np.float64) / std).astype(np.float32)
 
 
 def prepare(images: np.ndarray, channels: int) -> np.ndarray:
