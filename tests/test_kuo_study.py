@@ -33,7 +33,7 @@ def test_study_four_variants_resumes_and_reports(tmp_path, monkeypatch):
     real = pipeline.kuo.train
 
     def spy(key, model, params, images, labels, mean, std, tc, **kw):
-        calls[str(kw["checkpoint_dir"]).rsplit("/", 1)[-1]] = (key, params, images, tc)
+        calls[kw["checkpoint_dir"].name.split("_")[0]] = (key, params, images, tc)
         return real(key, model, params, images, labels, mean, std, tc, **kw)
 
     monkeypatch.setattr(pipeline.kuo, "train", spy)
@@ -167,3 +167,19 @@ def test_cifar100_through_tfds_mock(tmp_path, monkeypatch):
     assert record["config"]["dataset"] == "cifar100" and len(rows) == 3
     text = (tmp_path / "c100.md").read_text()
     assert "CIFAR-100" in text and "(41.6)" in text  # CNN_RGB top-1 on CIFAR-100
+
+
+def test_checkpoint_folders_follow_the_settings_they_depend_on():
+    """A changed SAE setting gives the SAE and the pre-trained variants new folders (never a stale
+    resume) and leaves the plain network's; an optimiser setting changes every network's."""
+    cfg = pipeline.as_dict(config("kuo", "cifar10,quick"))
+    other = pipeline.as_dict(config("kuo", "cifar10,quick"))
+    other["sae"]["patches"] += 1
+    for name, changes in (("sae", True), ("plain", False), ("da", False), ("pretrain", True),
+                          ("both", True)):  # fmt: skip
+        assert (pipeline._folder(name, cfg) != pipeline._folder(name, other)) == changes
+    other = pipeline.as_dict(config("kuo", "cifar10,quick"))
+    other["train"]["lr"] = 0.02
+    assert pipeline._folder("sae", cfg) == pipeline._folder("sae", other)
+    assert all(pipeline._folder(v, cfg) != pipeline._folder(v, other) for v in pipeline.VARIANTS)
+    assert len({pipeline._folder(v, cfg) for v in pipeline.VARIANTS}) == 4

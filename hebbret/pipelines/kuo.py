@@ -15,11 +15,14 @@ used): ``test_vs_train`` (test queries, the training images as database) and ``t
 kernel over all queries against a per-query numpy loop (distance to every database item, then a
 full argsort: what the paper's 0.08-0.26 s/query measures); the loop's first queries are also
 checked against the kernel's AP. Checkpoints (orbax, per epoch) under ``checkpoints/<name of OUT>``
-and rows written as they finish, so the same call resumes. Settings: ``experiments/configs/kuo.py``.
+(one folder per variant and settings digest) and rows written as they finish, so the same call
+resumes. Settings: ``experiments/configs/kuo.py``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pathlib
 import time
 from collections.abc import Callable
@@ -28,7 +31,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from hebbret import data, files, plots, retrieval
+from hebbret import checkpoints, data, files, plots, retrieval
 from hebbret.data import splits
 from hebbret.errors import InputError, check_seed
 from hebbret.nets import augment, convnet, kuo, sae, zca
@@ -147,15 +150,17 @@ def run(
             params = kuo.init(model, jax.random.fold_in(key, 0), v.channels)
             if v.pretrain:
                 if grey_kernels is None:
-                    grey_kernels = _sae(cfg, x, key, ckpt_root / "sae", out, log)
+                    grey_kernels = _sae(cfg, x, key, ckpt_root / _folder("sae", cfg), out, log)
                 params = kuo.with_first_layer(
                     params, *first_layer(cfg, grey_kernels, images, mean, std)
                 )
+            folder = ckpt_root / _folder(name, cfg)
+            restored = (checkpoints.latest_step(folder) or 0) if folder.is_dir() else 0
             t = time.perf_counter()
             tc = kuo.TrainConfig(**(cfg["train"] | {"flip": v.flip}))
             result = kuo.train(
                 jax.random.fold_in(key, 1), model, params, images, y, mean, std, tc,
-                checkpoint_dir=ckpt_root / name,
+                checkpoint_dir=folder,
             )  # fmt: skip
             train_s = time.perf_counter() - t
             test_images = kuo.prepare(test.x, v.channels)
@@ -163,7 +168,7 @@ def run(
             if not _row(study.rows, name):
                 acc = {f"top{k}": kuo.top_k_accuracy(logits, test.y, k) for k in (1, 2, 3)}
                 row = {"variant": name, "kind": "accuracy"} | acc
-                row |= {"train_s": train_s, "losses": result.losses}
+                row |= {"train_s": train_s, "epochs_restored": restored, "losses": result.losses}
                 study.rows.append(row)
                 log(report.line(row))
                 save(False)
@@ -193,6 +198,16 @@ def run(
         return record
     except KeyboardInterrupt:
         raise study.interrupted() from None
+
+
+def _folder(name: str, cfg: dict) -> str:
+    """``name`` and a digest of every setting its training depends on (data, seed, the SAE's and,
+    for a network, the optimiser's), so a checkpoint of other settings is never resumed."""
+    keys = ["dataset", "seed", "train_images"] + (["sae"] if name == "sae" else ["train"])
+    if name == "sae" or VARIANTS[name].pretrain:
+        keys.append("sae")
+    settings = json.dumps({k: cfg[k] for k in dict.fromkeys(keys)}, sort_keys=True, default=str)
+    return f"{name}_{hashlib.sha256(settings.encode()).hexdigest()[:10]}"
 
 
 def _row(rows: list[dict], variant: str, protocol: str | None = None, distance: str | None = None):

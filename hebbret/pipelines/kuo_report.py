@@ -71,7 +71,11 @@ def report(command: str, cfg: dict, ds: Dataset, rows: list[dict], seconds: floa
             f"{r[f'top{k}']:.2f}" + (f" ({p})" if p is not None else "")
             for k, p in zip((1, 2, 3), paper, strict=True)
         ]
-        lines.append(f"| {NAMES[r['variant']]} | {' | '.join(cells)} | {r['train_s'] / 60:.1f} |")
+        restored = r.get("epochs_restored", 0)
+        minutes = f"{r['train_s'] / 60:.1f}" + (
+            f" ({restored} epochs restored)" if restored else ""
+        )
+        lines.append(f"| {NAMES[r['variant']]} | {' | '.join(cells)} | {minutes} |")
     for protocol in cfg["protocols"]:
         mine = [r for r in rows if r["kind"] == "retrieval" and r["protocol"] == protocol]
         if not mine:
