@@ -153,3 +153,17 @@ def test_unit_response_gives_every_filter_unit_output_std():
     np.testing.assert_allclose(ratio, np.broadcast_to(ratio[0, 0, 0], k.shape), rtol=1e-5)
     with pytest.raises(InputError, match="no response"):
         kuo.unit_response(np.zeros((5, 5, 3, 2)), x)
+
+
+def test_images_of_another_channel_count_are_refused():
+    model = kuo.KuoNet(10)
+    params = kuo.init(model, jax.random.key(0), 3)
+    x5 = np.zeros((4, 32, 32, 5), np.uint8)
+    with pytest.raises(InputError, match="built for 3 input channels, the images have 5"):
+        kuo.outputs(model, params, x5, np.zeros(5), np.ones(5))
+    with pytest.raises(InputError, match="built for 3 input channels"):
+        kuo.train(jax.random.key(0), model, params, x5, np.zeros(4, int), np.zeros(5), np.ones(5))
+    with pytest.raises(InputError, match="uint8"):
+        kuo.outputs(model, params, np.zeros((4, 32, 32, 3)), np.zeros(3), np.ones(3))
+    with pytest.raises(InputError, match="mean and std"):
+        kuo.outputs(model, params, x5[..., :3], np.zeros(5), np.ones(5))

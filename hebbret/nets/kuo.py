@@ -151,6 +151,22 @@ def prepare(images: np.ndarray, channels: int) -> np.ndarray:
     return convnet.map_chunks(augment.five_channels, images, min(2000, len(images)))
 
 
+def check_inputs(params: dict, images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+    """InputError unless ``images`` are (n, 32, 32, C) uint8 with C the channels ``params`` were
+    built for, and ``mean`` / ``std`` are (C,)."""
+    want = int(params["conv1"]["kernel"].shape[2])
+    shape, dtype = np.shape(images), getattr(images, "dtype", None)
+    if len(shape) != 4 or shape[1:3] != (32, 32) or dtype != np.uint8:
+        raise InputError(f"images must be (n, 32, 32, C) uint8, got {dtype} {shape}")
+    if shape[3] != want:
+        raise InputError(
+            f"the network was built for {want} input channels, the images have {shape[3]} "
+            f"(kuo.prepare(images, {want}))"
+        )
+    if np.shape(mean) != (want,) or np.shape(std) != (want,):
+        raise InputError(f"mean and std must be ({want},), got {np.shape(mean)}, {np.shape(std)}")
+
+
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std (C,) of uint8 images scaled to [0, 1]."""
     x = np.asarray(images).reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
@@ -201,6 +217,7 @@ def train(
     """Trains ``params`` on (n, 32, 32, C) uint8 ``images`` (from :func:`prepare`) and (n,) labels
     in [0, classes); ``mean``, ``std`` (C,) standardise them. Returns the last epoch's params and
     the mean loss of each epoch."""
+    check_inputs(params, images, mean, std)
     labels = np.asarray(labels)
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
         raise InputError(f"labels must be ({len(images)},) integers, got {labels.shape}")
@@ -237,6 +254,7 @@ def outputs(
     model: KuoNet, params: dict, images: np.ndarray, mean: np.ndarray, std: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(logits (n, classes), features (n, 400))`` in float32, 500 images a call."""
+    check_inputs(params, images, mean, std)
     fn = _apply(model)
     mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
     both = convnet.map_chunks(
