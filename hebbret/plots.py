@@ -1,4 +1,5 @@
-"""Figures people would rather look at: retrieval grids and precision-recall curves."""
+"""Figures people would rather look at: retrieval grids, precision-recall curves, filters,
+embedding scatter plots (t-SNE) and image rows (reconstructions)."""
 
 from __future__ import annotations
 
@@ -132,4 +133,46 @@ def filter_grid(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(pad=0.2)
+    return fig
+
+
+def embedding_scatter(
+    panels: Mapping[str, np.ndarray],
+    labels: Mapping[str, np.ndarray],
+    *,
+    class_names: tuple[str, ...] | None = None,
+) -> Figure:
+    """2-D embeddings (e.g. t-SNE) side by side, one panel per name, points coloured by class.
+
+    ``panels`` maps a title to (n, 2) points, ``labels`` the same titles to (n,) class ids."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    for ax, (title, points) in zip(axes[0], panels.items(), strict=True):
+        y = np.asarray(labels[title])
+        for c in np.unique(y):
+            name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
+            ax.scatter(*np.asarray(points)[y == c].T, s=3, label=name)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][-1].legend(fontsize=7, markerscale=3, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def image_rows(rows: Mapping[str, np.ndarray], *, title: str | None = None) -> Figure:
+    """Rows of images with a name each (e.g. originals above their reconstructions): ``rows``
+    maps a name to (n, h, w, c) images, uint8 or floats in [0, 1]."""
+    n = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), n, figsize=(0.9 * n, 1.0 * len(rows)), squeeze=False)
+    for r, (name, images) in enumerate(rows.items()):
+        for i in range(n):
+            ax = axes[r, i]
+            if i < len(images):
+                _show(ax, np.clip(images[i], 0, 1) if images.dtype.kind == "f" else images[i], None)
+            else:
+                ax.set_axis_off()
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return fig

@@ -167,8 +167,9 @@ def test_each_shortlisted_image_is_embedded_once_in_bounded_batches():
     unique = np.unique(rt.search(xq, xb, 6, metric="euclidean")[1])
     assert len(unique) < 5 * 6  # the shortlists overlap
     assert [len(c) for c in calls] == [9 * len(unique[i : i + 4]) for i in range(0, len(unique), 4)]
-    np.testing.assert_array_equal(
-        np.concatenate(calls), qe.crops(images[unique]).reshape(-1, 4, 4, 1)
+    # the crops themselves (bilinear resizes) may differ in the last bit with the batch size
+    np.testing.assert_allclose(
+        np.concatenate(calls), qe.crops(images[unique]).reshape(-1, 4, 4, 1), rtol=1e-6, atol=1e-7
     )
 
 

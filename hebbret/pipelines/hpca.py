@@ -4,6 +4,7 @@ For every data seed the pre-trained networks (HPCA, beta-VAE) are computed once,
 with orbax under ``checkpoints/seed<S>/`` and reused by every regime and layer; every finished
 (seed, regime, method, layer) row is written to ``OUT.json`` at once, so the same call after an
 interruption resumes where it stopped (rows from the record, pre-training from its last epoch).
+The baselines (no pre-training) of every seed run before any pre-training.
 Protocol and metric: docs/hebbian_pca.md; settings: ``experiments/configs/hpca.py``.
 """
 
@@ -26,6 +27,7 @@ from hebbret.pipelines.study import Study, as_dict, check_positive_ints, default
 from hebbret.rules import hpca, hpca_train
 
 NAMES = hpca_report.NAMES
+BASELINES = ("none", "none_full")  # methods without pre-training
 
 
 def run(
@@ -77,8 +79,12 @@ def run(
                 complete=complete,
             )
 
-        for seed in cfg["seeds"]:
-            _run_seed(cfg, ds, seed, ckpt_root, grid, rows, timing, lambda: save(False), log)
+        # the baselines (no pre-training) of every seed first: an interrupted run has them all
+        baselines = [m for m in cfg["methods"] if m in BASELINES]
+        pretrained = [m for m in cfg["methods"] if m not in BASELINES]
+        for methods in (baselines, pretrained):
+            for seed in cfg["seeds"] if methods else ():
+                _run_seed(cfg, ds, seed, methods, ckpt_root, grid, rows, timing, save, log)
         record = save(complete=True)
         log(f"wrote {out}.json and {out}.md ({study.seconds / 60:.1f} min)")
         return record
@@ -86,8 +92,9 @@ def run(
         raise study.interrupted() from None
 
 
-def _run_seed(cfg, ds, seed, ckpt_root, grid, rows, timing, save, log) -> None:
-    """Every (regime, method, layer) row of one data seed that is not in ``rows`` yet."""
+def _run_seed(cfg, ds, seed, methods, ckpt_root, grid, rows, timing, save, log) -> None:
+    """Every (regime, method, layer) row of one data seed and these methods that is not in
+    ``rows`` yet; ``save(False)`` after each."""
     train, test = ds.splits["train"], ds.splits["test"]
     split = splits.labelled_split(len(train.x), 1.0, seed, cfg["num_validation"])
     rng = np.random.default_rng(seed)
@@ -99,9 +106,9 @@ def _run_seed(cfg, ds, seed, ckpt_root, grid, rows, timing, save, log) -> None:
     queries = (test.x[q], test.y[q])
     key = jax.random.key(seed)
     ft_cfg = finetune.FinetuneConfig(**cfg["finetune"])
-    pretrained: dict[str, dict | None] = {"none": None, "none_full": None}
-    for method in cfg["methods"]:
-        if method not in ("none", "none_full") and _todo(rows, cfg, seed, method):
+    pretrained: dict[str, dict | None] = dict.fromkeys(BASELINES)
+    for method in methods:
+        if method not in BASELINES and _todo(rows, cfg, seed, method):
             folder = ckpt_root / f"seed{seed}" / (_hpca_dir(cfg) if method == "hpca" else "vae")
             pretrained[method] = _pretrain(
                 cfg, method, key, train.x[split.train], mean, std, ds, grid, folder, timing, log
@@ -113,7 +120,7 @@ def _run_seed(cfg, ds, seed, ckpt_root, grid, rows, timing, save, log) -> None:
         ids = {"seed": seed, "regime": regime, "labelled": n_lab}
         common = {"num_classes": ds.num_classes, "nystroem_components": cfg["nystroem"]}
         sets = (train.x[lab], train.y[lab]), val_set, database, queries, mean, std, ft_cfg
-        for method in cfg["methods"]:
+        for method in methods:
             todo = [layer for layer in cfg["layers"] if not _done(rows, ids, method, layer)]
             if method == "none_full" and todo:  # one network scored at every layer
                 t = time.perf_counter()
@@ -124,7 +131,7 @@ def _run_seed(cfg, ds, seed, ckpt_root, grid, rows, timing, save, log) -> None:
                 for r in new:
                     rows.append(ids | {"method": method} | r | {"seconds": seconds})
                     log(hpca_report.line(rows[-1]))
-                save()
+                save(False)
                 continue
             for layer in todo:
                 t = time.perf_counter()
@@ -135,7 +142,7 @@ def _run_seed(cfg, ds, seed, ckpt_root, grid, rows, timing, save, log) -> None:
                 )  # fmt: skip
                 rows.append(ids | {"method": method} | row | {"seconds": time.perf_counter() - t})
                 log(hpca_report.line(rows[-1]))
-                save()
+                save(False)
 
 
 def _pretrain(cfg, method, key, images, mean, std, ds, grid, folder, timing, log) -> dict:
