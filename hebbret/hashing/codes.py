@@ -18,6 +18,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse
 
 from hebbret import retrieval
 from hebbret.errors import InputError
@@ -67,6 +68,7 @@ def map_rows(fn: Callable, x: np.ndarray, width: int, chunk_size: int | None, *c
     outs = []
     for s in range(0, n, rows):
         block = x[s : s + rows]
+        block = block.toarray() if scipy.sparse.issparse(block) else block
         if block.shape[0] < rows:  # pad the last chunk: one shape, one compilation
             block = np.concatenate([block, np.zeros((rows - block.shape[0], x.shape[1]), x.dtype)])
         outs.append(fn(*consts, jnp.asarray(block)))

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+import scipy.sparse
 
 from hebbret.errors import InputError
 from hebbret.hashing import bioconv, inputs
@@ -33,6 +34,7 @@ from hebbret.hashing.codes import Codes, sparse_codes
 from hebbret.hashing.config import HashConfig, check, check_front_end, check_key
 from hebbret.hashing.sparse import BioHashParams, encode_biohash, fit_biohash
 
+DENSE_LIMIT = 2**30  # dense training features up to 1 GiB; sparse (CSR) beyond
 _ENCODE_BLOCK = 4096  # images a block when encoding: the (n, D) features never all in memory
 
 
@@ -149,11 +151,15 @@ def features(
     mesh: Any = None,
     progress: bool = False,
     chunk_size: int = 256,
+    sparse: bool = False,
 ) -> np.ndarray:
     """The front end's features of images x ((n, H, W, C), or (n, H*W*C) rows): (n, D) float32,
-    computed in jitted chunks of ``chunk_size`` images (:func:`bioconv.feature_map`)."""
+    computed in jitted chunks of ``chunk_size`` images (:func:`bioconv.feature_map`); with
+    ``sparse`` a ``scipy.sparse`` CSR array, which :func:`fit_layer` trains on without ever
+    densifying it (the paper's front end in bounded memory)."""
     _check_type(front_end)
-    return _features(front_end, images(x, front_end.image_shape), mesh, progress, chunk_size)
+    imgs = images(x, front_end.image_shape)
+    return _features(front_end, imgs, mesh, progress, chunk_size, sparse)
 
 
 def _check_type(front_end: Any) -> None:
@@ -174,7 +180,7 @@ def _check_matches(front_end: Any, cfg: HashConfig, image_shape: tuple[int, ...]
         )
 
 
-def _features(front_end: FrontEnd, imgs: np.ndarray, mesh, progress, chunk_size=256) -> np.ndarray:
+def _features(front_end: FrontEnd, imgs, mesh, progress, chunk_size=256, sparse=False):
     return bioconv.feature_map(
         front_end.filters,
         imgs,
@@ -183,6 +189,7 @@ def _features(front_end: FrontEnd, imgs: np.ndarray, mesh, progress, chunk_size=
         chunk_size=chunk_size,
         mesh=mesh,
         progress=progress,
+        sparse=sparse,
     )
 
 
@@ -196,14 +203,14 @@ def fit_layer(
     progress: bool = False,
 ) -> BioConvHashParams:
     """BioHash (k, activity, rule of ``cfg``; W0 and shuffles from ``key``) on ``feats``, the
-    (n, D) :func:`features` of the training images; bundled with ``front_end``. ``cfg.conv`` and
+    (n, D) :func:`features` of the training images, dense or ``scipy.sparse`` (then streamed to
+    the rule in centred chunks: the same weights); bundled with ``front_end``. ``cfg.conv`` and
     ``cfg.image_shape`` are not read: the front end's own settings hold."""
     _check_type(front_end)
     dim = bioconv.feature_dim(front_end.image_shape, front_end.conv)
-    if np.ndim(feats) != 2 or np.shape(feats)[1] != dim:
-        raise InputError(
-            f"features must be (n, {dim}), the front end's feature map, got {np.shape(feats)}"
-        )
+    shape = feats.shape if scipy.sparse.issparse(feats) else np.shape(feats)
+    if len(shape) != 2 or shape[1] != dim:
+        raise InputError(f"features must be (n, {dim}), the front end's feature map, got {shape}")
     layer = fit_biohash(feats, cfg, key=key, progress=progress, mesh=mesh)
     return BioConvHashParams(front_end, layer)
 
@@ -220,7 +227,9 @@ def fit_bioconvhash(
     """BioConvHash on training images x ((n, H, W, C), or (n, H*W*C) rows with
     ``cfg.image_shape``): :func:`learn_front_end` (skipped when ``front_end`` is given: it must
     have been learned with ``cfg.conv`` and ``cfg.rule.p`` on images of this shape), its
-    :func:`features`, then :func:`fit_layer`; everything checked before the first filter."""
+    :func:`features`, then :func:`fit_layer`; everything checked before the first filter. The
+    features are kept sparse when dense ones would pass ``DENSE_LIMIT`` bytes (the weights are
+    the same either way)."""
     imgs = images(x, cfg.image_shape)
     check("bioconvhash", cfg, imgs.shape, mesh=mesh)  # fails before any filter is learned
     key = check_key(key)
@@ -228,7 +237,8 @@ def fit_bioconvhash(
         front_end = _learn(imgs, cfg, key, mesh, progress)
     else:
         _check_matches(front_end, cfg, tuple(imgs.shape[1:]))
-    feats = _features(front_end, imgs, mesh, progress)
+    dense_bytes = 4 * len(imgs) * bioconv.feature_dim(front_end.image_shape, front_end.conv)
+    feats = _features(front_end, imgs, mesh, progress, sparse=dense_bytes > DENSE_LIMIT)
     return fit_layer(front_end, feats, cfg, key=key, progress=progress, mesh=mesh)
 
 

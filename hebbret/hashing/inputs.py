@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from scipy import sparse
 
 from hebbret.errors import InputError
 from hebbret.hashing import config
@@ -20,8 +21,16 @@ from hebbret.hashing import config
 STAT_ROWS = 1024  # rows per host-side chunk when accumulating covariance / projections
 
 
-def features(x: Any) -> np.ndarray:
-    """Checks a feature matrix at a public boundary; returns it as float32 (n, d)."""
+def features(x: Any, *, allow_sparse: bool = False) -> np.ndarray:
+    """Checks a feature matrix at a public boundary; returns it as float32 (n, d). A
+    ``scipy.sparse`` matrix stays sparse (CSR float32) where ``allow_sparse``, else InputError."""
+    if sparse.issparse(x):
+        if not allow_sparse:
+            raise InputError(
+                "scipy.sparse features are taken by biohash, naivebiohash and the BioConvHash "
+                "layer only: pass a dense array (x.toarray()) to this method"
+            )
+        return sparse_features(x)
     try:
         x = np.asarray(x)
     except (ValueError, TypeError) as e:
@@ -40,20 +49,46 @@ def features(x: Any) -> np.ndarray:
     return x
 
 
+def sparse_features(x: Any) -> sparse.csr_array:
+    """Checks a ``scipy.sparse`` (n, d) feature matrix; returns it as a float32 CSR array."""
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise InputError(f"features must be a non-empty 2-D (n, d) matrix, got shape {x.shape}")
+    if x.dtype.kind not in "biuf":
+        raise InputError(f"features must be real numbers, got {x.dtype}")
+    x = sparse.csr_array(x, dtype=np.float32)
+    if not np.isfinite(x.data).all():
+        raise InputError("data contains NaN or inf (or values beyond float32)")
+    return x
+
+
+def column_mean(x: np.ndarray | sparse.csr_array) -> np.ndarray:
+    """(d,) float64 mean of the rows of dense or sparse (n, d) x."""
+    if sparse.issparse(x):
+        return np.asarray(x.sum(axis=0, dtype=np.float64)).ravel() / x.shape[0]
+    return np.mean(x, axis=0, dtype=np.float64)
+
+
 def train_features(
-    x: Any, cfg: config.HashConfig, name: str, *, key: Any, mesh: Any = None
+    x: Any,
+    cfg: config.HashConfig,
+    name: str,
+    *,
+    key: Any,
+    mesh: Any = None,
+    allow_sparse: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, jax.Array]:
     """Checks training data, the method's settings (:func:`config.check`) and the PRNG key;
-    returns float32 x (n, d), its float64 mean (d,) and the key."""
-    x = features(x)
+    returns float32 x (n, d) (dense, or CSR where ``allow_sparse``), its float64 mean (d,) and
+    the key."""
+    x = features(x, allow_sparse=allow_sparse)
     config.check(name, cfg, x.shape, mesh=mesh)
     key = config.check_key(key)
-    return x, np.mean(x, axis=0, dtype=np.float64), key
+    return x, column_mean(x), key
 
 
-def encode_features(x: Any, mean: np.ndarray) -> np.ndarray:
+def encode_features(x: Any, mean: np.ndarray, *, allow_sparse: bool = False) -> np.ndarray:
     """Checks features to encode against the training mean (d,); returns float32 (n, d)."""
-    x = features(x)
+    x = features(x, allow_sparse=allow_sparse)
     if x.shape[1] != mean.shape[0]:
         raise InputError(
             f"features have {x.shape[1]} columns but the hasher was fitted on {mean.shape[0]}"
@@ -62,6 +97,9 @@ def encode_features(x: Any, mean: np.ndarray) -> np.ndarray:
 
 
 def centred_chunks(x: np.ndarray, mean: np.ndarray) -> Iterator[np.ndarray]:
-    """Yields float64 centred row chunks (bounded memory for 50k x 3072 inputs)."""
+    """Yields float64 centred row chunks (bounded memory for 50k x 3072 inputs); sparse x is
+    densified a chunk at a time."""
     for s in range(0, x.shape[0], STAT_ROWS):
-        yield x[s : s + STAT_ROWS].astype(np.float64) - mean[None, :]
+        rows = x[s : s + STAT_ROWS]
+        rows = rows.toarray() if sparse.issparse(rows) else rows
+        yield rows.astype(np.float64) - mean[None, :]

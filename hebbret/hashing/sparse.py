@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse
 
 from hebbret.hashing import inputs
 from hebbret.hashing.codes import Codes, centre, map_rows, sparse_codes, top_k_sorted
@@ -106,8 +107,11 @@ def encode_flyhash(params: FlyHashParams, x: np.ndarray, *, chunk_size: int | No
 
 
 def _train_rule(x, mean, m, cfg, key, progress, mesh) -> BioHashParams:
-    xc = np.concatenate([c.astype(np.float32) for c in inputs.centred_chunks(x, mean)])
-    res = biohash_train.train(key, xc, m, cfg.rule, mesh=mesh, progress=progress)
+    if scipy.sparse.issparse(x):  # streamed: centred a chunk at a time, never dense in memory
+        res = biohash_train.train(key, x, m, cfg.rule, mesh=mesh, progress=progress, centre=mean)
+    else:
+        xc = np.concatenate([c.astype(np.float32) for c in inputs.centred_chunks(x, mean)])
+        res = biohash_train.train(key, xc, m, cfg.rule, mesh=mesh, progress=progress)
     return BioHashParams(
         mean,
         np.asarray(res.w, np.float32),
@@ -127,14 +131,14 @@ def fit_biohash(
     shuffles from ``key``) on the centred training data. ``mesh`` splits each minibatch over
     devices; ``progress`` shows the epochs. The params keep the epochs run and the final mean
     row norm."""
-    x, mean, key = inputs.train_features(x, cfg, "biohash", key=key, mesh=mesh)
+    x, mean, key = inputs.train_features(x, cfg, "biohash", key=key, mesh=mesh, allow_sparse=True)
     return _train_rule(x, mean, biohash_units(cfg), cfg, key, progress, mesh)
 
 
 def encode_biohash(params: BioHashParams, x: np.ndarray, *, chunk_size: int | None = None) -> Codes:
     """BioHash eq. 6: the k largest of the m currents ``<W_mu, x - mean>_mu`` are 1, the rest 0
     (the paper's -1): (n, d) -> bits (n, m) with exactly k ones, active (n, k)."""
-    x = inputs.encode_features(x, params.mean)
+    x = inputs.encode_features(x, params.mean, allow_sparse=True)
     m = params.w.shape[0]
     fn = functools.partial(_bio_chunk, k=params.k, p=params.p)
     return sparse_codes(map_rows(fn, x, m, chunk_size, params.mean, params.w), m)
@@ -145,7 +149,9 @@ def fit_naivebiohash(
 ) -> BioHashParams:
     """NaiveBioHash (BioHash §3.3): the same rule and key use as :func:`fit_biohash`, with m = k
     units and no sparse expansion."""
-    x, mean, key = inputs.train_features(x, cfg, "naivebiohash", key=key, mesh=mesh)
+    x, mean, key = inputs.train_features(
+        x, cfg, "naivebiohash", key=key, mesh=mesh, allow_sparse=True
+    )
     return _train_rule(x, mean, int(cfg.k), cfg, key, progress, mesh)
 
 
@@ -153,6 +159,6 @@ def encode_naivebiohash(
     params: BioHashParams, x: np.ndarray, *, chunk_size: int | None = None
 ) -> Codes:
     """bit mu = (<W_mu, x - mean>_mu > 0), the sign of the k currents: (n, d) -> (n, k)."""
-    x = inputs.encode_features(x, params.mean)
+    x = inputs.encode_features(x, params.mean, allow_sparse=True)
     fn = functools.partial(_naive_chunk, p=params.p)
     return Codes(map_rows(fn, x, params.w.shape[0], chunk_size, params.mean, params.w), None)

@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import numpy as np
+import scipy.sparse
 
 from hebbret import data, files, hashing, mesh, perturb, plots, retrieval
 from hebbret.data import splits
@@ -81,8 +82,10 @@ def run(
                 continue
             fe = front._replace(conv=front.conv._replace(k_ci=k_ci))
             t = time.perf_counter()
+            dim = bioconv.feature_dim(fe.image_shape, fe.conv)
+            sparse = 4 * len(images["db"]) * dim > conv_hash.DENSE_LIMIT  # CSR beyond 1 GiB
             feats = {
-                name: conv_hash.features(fe, x, mesh=grid, progress=True)
+                name: conv_hash.features(fe, x, mesh=grid, progress=True, sparse=sparse)
                 for name, x in images.items()
             }
             seconds = time.perf_counter() - t
@@ -94,7 +97,9 @@ def run(
                     "images": n_images,
                     "seconds": seconds,
                     "images_per_s": n_images / seconds,
-                    "nonzero_fraction": float(np.mean(feats["db"][:1000] != 0)),
+                    "nonzero_fraction": _nonzero(feats["db"]),
+                    "storage": "sparse (CSR)" if sparse else "dense",
+                    "db_feature_bytes": _nbytes(feats["db"]),
                 }
             ]
             log(f"features k_ci={k_ci}: D = {feats['db'].shape[1]}, {n_images / seconds:.0f} img/s")
@@ -189,6 +194,19 @@ def _layers(xb, query_sets, proto, hcfg, ks, key, extra, grid, log):
             + f"  fit {fit_s:.1f} s, {row['epochs']} epochs, mean norm {row['mean_norm']:.3f}"
         )
         yield row
+
+
+def _nonzero(x) -> float:
+    """Fraction of non-zero entries of dense or CSR features."""
+    if scipy.sparse.issparse(x):
+        return float(x.nnz / np.prod(x.shape))
+    return sum(np.count_nonzero(x[s : s + 4096]) for s in range(0, len(x), 4096)) / x.size
+
+
+def _nbytes(x) -> int:
+    if scipy.sparse.issparse(x):
+        return int(x.data.nbytes + x.indices.nbytes + x.indptr.nbytes)
+    return int(x.nbytes)
 
 
 def _todo(rows: list[dict], ks, method: str, k_ci: int | None) -> tuple[int, ...]:

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -43,6 +44,7 @@ from hebbret.rules.biohash import (
 )
 
 _AXIS = meshes.DATA
+STREAM_BYTES = 256 * 2**20  # densified rows per chunk when x is scipy.sparse
 
 
 class TrainResult(NamedTuple):
@@ -125,6 +127,7 @@ def train(
     mesh: Mesh | None = None,
     progress: bool = True,
     init: jax.Array | None = None,
+    centre: np.ndarray | None = None,
 ) -> TrainResult:
     """Trains m hidden units on ``x`` with the Krotov-Hopfield rule until the weights converge.
 
@@ -144,6 +147,10 @@ def train(
         over devices.
       progress: show a tqdm bar per epoch with the mean norm.
       init: optional (m, d) initial weights instead of the N(0, 1) draw.
+      centre: optional (d,) vector subtracted from every row (in float64) before the rule sees
+        it. With a ``scipy.sparse`` ``x`` (e.g. BioConvHash features) the epoch is streamed:
+        each chunk of ~256 MB of shuffled rows is densified, centred and sent to the device,
+        so the dense (n, d) matrix never exists; the weights equal the dense run's.
 
     Returns:
       :class:`TrainResult` with ``w`` (m, d) float32, ``epochs`` run, the final ``mean_norm``
@@ -153,9 +160,16 @@ def train(
       >>> res = train(jax.random.key(0), x - x.mean(0), m=400)
       >>> res.epochs, res.mean_norm
     """
-    x = _check_data(x)
+    streamed = scipy.sparse.issparse(x)
+    x = _check_sparse(x) if streamed else _check_data(x)
     check_training(cfg, m, x.shape[0], mesh=mesh)
     n, d = x.shape
+    if centre is not None:
+        centre = np.asarray(centre, np.float64)
+        if centre.shape != (d,) or not np.isfinite(centre).all():
+            raise InputError(f"centre must be a finite ({d},) vector, got shape {centre.shape}")
+        if not streamed:
+            x = (x - centre).astype(np.float32)
     if init is None:
         w = jax.random.normal(key, (int(m), d), jnp.float32)
         if cfg.init_norm is not None:  # start on the sphere the rule converges to (an ablation)
@@ -168,14 +182,29 @@ def train(
         if not bool(jnp.all(jnp.isfinite(w))):
             raise InputError("init contains NaN or inf")
     fn = _epoch_fn(_rule(cfg), int(cfg.batch), mesh)
-    x_dev = jnp.asarray(x) if mesh is None else jax.device_put(x, NamedSharding(mesh, P()))
+    put = jnp.asarray
+    if mesh is not None:
+        put = functools.partial(jax.device_put, device=NamedSharding(mesh, P()))
     used = (n // cfg.batch) * cfg.batch
+    if streamed:
+        rows = max(1, STREAM_BYTES // (4 * d * cfg.batch)) * cfg.batch
+        zero = np.zeros(d) if centre is None else centre
+
+        def run(w, order, eps):  # the dense run's steps, a chunk of shuffled rows at a time
+            order = np.asarray(order)
+            for s in range(0, used, rows):
+                chunk = (x[order[s : s + rows]].toarray() - zero).astype(np.float32)
+                w = fn(w, put(chunk), jnp.arange(len(chunk), dtype=jnp.int32), eps)
+            return w
+    else:
+        x_dev = put(x)
+        run = lambda w, order, eps: fn(w, x_dev, order, eps)  # noqa: E731
 
     def one_epoch(t: int, state: tuple[jax.Array, list[float]], tick) -> tuple:
         w, history = state
         order = jax.random.permutation(jax.random.fold_in(key, t), n)[:used].astype(jnp.int32)
         eps = jnp.float32(cfg.eps0 * (1.0 - t / cfg.tmax))
-        w = fn(w, x_dev, order, eps)
+        w = run(w, order, eps)
         return w, [*history, float(_mean_norm(w, float(cfg.p)))]
 
     w, history = epochs.run(
@@ -215,6 +244,17 @@ def _check_data(x) -> np.ndarray:
         raise InputError(f"data must be floating point (centre it first), got dtype {x.dtype}")
     x = x.astype(np.float32)
     if not np.all(np.isfinite(x)):
+        raise InputError("data contains NaN or inf")
+    return x
+
+
+def _check_sparse(x) -> scipy.sparse.csr_array:
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise InputError(f"data must be a non-empty 2-D (n, d) matrix, got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise InputError(f"data must be floating point, got dtype {x.dtype}")
+    x = scipy.sparse.csr_array(x, dtype=np.float32)
+    if not np.all(np.isfinite(x.data)):
         raise InputError("data contains NaN or inf")
     return x
 

@@ -1,0 +1,119 @@
+"""BioConvHash in bounded memory: sparse (CSR) features, and the BioHash rule streamed over them
+in centred chunks, give what the dense features give."""
+
+import chex
+import jax
+import numpy as np
+import pytest
+import scipy.sparse
+
+from hebbret import data, hashing
+from hebbret.errors import InputError
+from hebbret.hashing import bioconv
+from hebbret.hashing import conv as conv_hash
+from hebbret.mesh import data_mesh
+from hebbret.rules import biohash, biohash_train
+
+RULE = biohash.RuleConfig(batch=40, max_epochs=4)
+
+
+def _sparse_rows(n=600, d=50, density=0.1, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x * (rng.uniform(size=(n, d)) < density)
+
+
+@pytest.mark.parametrize("devices", [None, 8])
+def test_streamed_rule_equals_dense(monkeypatch, devices):
+    x = _sparse_rows()
+    mean = x.mean(0, dtype=np.float64)
+    mesh = data_mesh(devices) if devices else None
+    key = jax.random.key(0)
+    dense = biohash_train.train(key, (x - mean).astype(np.float32), 12, RULE, progress=False,
+                                mesh=mesh)  # fmt: skip
+    monkeypatch.setattr(biohash_train, "STREAM_BYTES", 4 * 50 * 40 * 3)  # 120 rows a chunk
+    calls = []
+    real = biohash_train._epoch_fn
+
+    def counting(*args):
+        fn = real(*args)
+        return lambda w, x, order, eps: calls.append(x.shape) or fn(w, x, order, eps)
+
+    monkeypatch.setattr(biohash_train, "_epoch_fn", counting)
+    streamed = biohash_train.train(key, scipy.sparse.csr_array(x), 12, RULE, progress=False,
+                                   centre=mean, mesh=mesh)  # fmt: skip
+    assert calls[:5] == [(120, 50)] * 5  # 600 rows: five chunks an epoch, never (600, 50)
+    assert streamed.history == dense.history
+    np.testing.assert_array_equal(np.asarray(streamed.w), np.asarray(dense.w))
+
+
+def test_centre_of_dense_data_is_subtracted_first():
+    x = _sparse_rows()
+    mean = x.mean(0, dtype=np.float64)
+    want = biohash_train.train(jax.random.key(1), (x - mean).astype(np.float32), 8, RULE,
+                               progress=False)  # fmt: skip
+    got = biohash_train.train(jax.random.key(1), x, 8, RULE, progress=False, centre=mean)
+    np.testing.assert_array_equal(np.asarray(got.w), np.asarray(want.w))
+    with pytest.raises(InputError, match=r"centre must be a finite \(50,\) vector"):
+        biohash_train.train(jax.random.key(1), x, 8, RULE, centre=mean[:-1])
+
+
+def test_biohash_hasher_takes_sparse_features():
+    x = _sparse_rows(seed=2)
+    cfg = hashing.HashConfig(k=4, activity=0.1, rule=RULE)
+    key = jax.random.key(3)
+    dense = hashing.fit("biohash", x, cfg, key=key)
+    csr = scipy.sparse.csr_array(x)
+    sparse = hashing.fit("biohash", csr, cfg, key=key)
+    np.testing.assert_allclose(sparse.mean, dense.mean, rtol=1e-12)
+    np.testing.assert_array_equal(sparse.w, dense.w)
+    np.testing.assert_array_equal(
+        hashing.encode("biohash", sparse, csr[:100]).active,
+        hashing.encode("biohash", dense, x[:100]).active,
+    )
+
+
+def test_sparse_feature_map_and_layer_equal_dense():
+    images = data.load("digits").pooled().x[:400]
+    conv = bioconv.ConvConfig(filters=8, kernels=(3, 4), k_ci=1, pool=2, stride=2, patches=2000)
+    cfg = hashing.HashConfig(k=2, activity=0.05, rule=RULE._replace(max_epochs=3), conv=conv)
+    key = jax.random.key(4)
+    front = hashing.learn_front_end(images, cfg, key=key)
+    dense = conv_hash.features(front, images)
+    sparse = conv_hash.features(front, images, sparse=True, chunk_size=64)
+    assert scipy.sparse.issparse(sparse) and sparse.nnz < dense.size / 2  # k_CI = 1: sparse
+    np.testing.assert_array_equal(sparse.toarray(), dense)
+    chex.assert_trees_all_equal(
+        conv_hash.fit_layer(front, sparse, cfg, key=key),
+        conv_hash.fit_layer(front, dense, cfg, key=key),
+    )
+
+
+def test_fit_bioconvhash_goes_sparse_past_the_limit(monkeypatch):
+    images = data.load("digits").pooled().x[:200]
+    conv = bioconv.ConvConfig(filters=8, kernels=(3,), k_ci=1, pool=2, stride=2, patches=1000)
+    cfg = hashing.HashConfig(k=2, activity=0.05, rule=RULE._replace(max_epochs=2), conv=conv)
+    key = jax.random.key(5)
+    want = hashing.fit("bioconvhash", images, cfg, key=key)
+    seen = []
+    real = conv_hash.fit_layer
+    monkeypatch.setattr(conv_hash, "DENSE_LIMIT", 1000)
+    monkeypatch.setattr(
+        conv_hash, "fit_layer", lambda fe, f, *a, **kw: seen.append(f) or real(fe, f, *a, **kw)
+    )
+    got = conv_hash.fit_bioconvhash(images, cfg, key=key)
+    assert scipy.sparse.issparse(seen[0])
+    chex.assert_trees_all_equal(got, want)
+
+
+def test_sparse_input_errors():
+    x = scipy.sparse.csr_array(_sparse_rows())
+    cfg = hashing.HashConfig(k=4, activity=0.1, rule=RULE)
+    with pytest.raises(InputError, match="scipy.sparse features are taken by biohash"):
+        hashing.fit("lsh", x, cfg, key=jax.random.key(0))
+    bad = x.copy()
+    bad.data[0] = np.nan
+    with pytest.raises(InputError, match="NaN or inf"):
+        hashing.fit("biohash", bad, cfg, key=jax.random.key(0))
+    with pytest.raises(InputError, match="NaN or inf"):
+        biohash_train.train(jax.random.key(0), bad, 8, RULE)
