@@ -324,8 +324,14 @@ def test_bioconvhash_kci_sweep_resumes_on_two_devices(tmp_path, monkeypatch):
         "fit",
         lambda *a, **kw: fits.append(a[2].k) or real_fit(*a, **kw),
     )
+
+    def relearn(*args, **kwargs):
+        raise AssertionError("the filters of the resumed run are learned again")
+
+    monkeypatch.setattr(bioconvhash_pipeline.conv_hash, "learn_front_end", relearn)
     again = bioconvhash_pipeline.run(cfg, str(out), devices=2, log=lambda line: None)
     assert fits == [2, 4] and again["metrics"]["complete"]
+    assert again["metrics"]["filters"] == record["metrics"]["filters"]  # read back, not learned
     assert [(r["k_ci"], r["k"]) for r in again["metrics"]["rows"]] == [
         (1, 2),
         (1, 4),
@@ -333,6 +339,8 @@ def test_bioconvhash_kci_sweep_resumes_on_two_devices(tmp_path, monkeypatch):
         (4, 4),
     ]
     assert again["metrics"]["rows"][:2] == rows[:2]
+    # the restored filters give the rows the learned ones gave
+    assert [r["clean"] for r in again["metrics"]["rows"][2:]] == [r["clean"] for r in rows[2:]]
     assert again["wall_time_s"] > record["wall_time_s"]
 
 

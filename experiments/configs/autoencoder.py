@@ -1,7 +1,7 @@
 """Gosthipaty's auto-encoder latent retrieval: NMI / RI of k-means clusters, cluster-then-rank.
 
-    python experiments/main.py --config experiments/configs/autoencoder.py:cifar10,quick  # ~25 min
-    python experiments/main.py --config experiments/configs/autoencoder.py:cifar10
+    python experiments/main.py --config experiments/configs/autoencoder.py:cifar10,quick  # 35 min here
+    python experiments/main.py --config experiments/configs/autoencoder.py:cifar10  # ~16 h here
 
 Any field can be overridden, e.g. ``--config.protocols=paper --config.train.weight=0.1``.
 Pipeline: ``hebbret.pipelines.autoencoder``; method and our choices: docs/autoencoder_retrieval.md.

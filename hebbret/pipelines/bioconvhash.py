@@ -12,6 +12,7 @@ same config resumes), ``OUT_filters.npz`` (arrays ``K3``, ``K4``, ... of shape (
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -75,7 +76,8 @@ def run(
                 complete=complete,
             )
 
-        front = _front_end(images["db"], hcfg, key, grid, info, out, log)
+        kept = done.get("filters", [])
+        front = _front_end(images["db"], hcfg, key, grid, info, kept, out, lambda: save(False), log)
         for k_ci in cfg["k_cis"]:  # features per k_CI, then a BioHash layer per k
             todo = _todo(rows, cfg["ks"], "bioconvhash", k_ci)
             if not todo:
@@ -125,29 +127,44 @@ def run(
         raise study.interrupted() from None
 
 
-def _front_end(db_images, hcfg, key, grid, info, out, log) -> conv_hash.FrontEnd:
+def _front_end(db_images, hcfg, key, grid, info, kept, out, save, log) -> conv_hash.FrontEnd:
     """One bank per kernel size (bank K from ``fold_in(key, K)``, as
-    :func:`conv_hash.learn_front_end`), timed, plotted and saved to ``OUT_filters.npz``."""
-    parts = []
+    :func:`conv_hash.learn_front_end`), timed, plotted and saved to ``OUT_filters.npz`` and the
+    record after each bank; banks of a resumed run (``kept``: the record's filter entries, same
+    config) are read back from that file instead of learned again."""
+    path = f"{out}_filters.npz"
+    saved = {}
+    if kept and os.path.exists(path):
+        with np.load(path, allow_pickle=False) as f:
+            saved = {name: f[name] for name in f.files}
+    banks, epochs, norms = {}, [], []
     for kernel in hcfg.conv.kernels:
-        t = time.perf_counter()
-        one = hcfg._replace(conv=hcfg.conv._replace(kernels=(kernel,)))
-        part = conv_hash.learn_front_end(db_images, one, key=key, mesh=grid, progress=True)
-        parts.append(part)
-        conv = hcfg.conv
-        info["filters"].append(
-            {
+        entry = next((e for e in kept if e["kernel"] == kernel), None)
+        if entry is not None and f"K{kernel}" in saved:
+            banks[f"K{kernel}"] = saved[f"K{kernel}"]
+            info["filters"].append(entry)
+            log(f"filters K={kernel}: restored from {path}")
+        else:
+            t = time.perf_counter()
+            one = hcfg._replace(conv=hcfg.conv._replace(kernels=(kernel,)))
+            part = conv_hash.learn_front_end(db_images, one, key=key, mesh=grid, progress=True)
+            banks[f"K{kernel}"] = part.filters[0]
+            entry = {
                 "kernel": kernel,
-                "filters": conv.filters,
-                "patches": conv.patches,
+                "filters": hcfg.conv.filters,
+                "patches": hcfg.conv.patches,
                 "epochs": part.epochs[0],
                 "mean_norm": part.mean_norms[0],
                 "seconds": time.perf_counter() - t,
             }
-        )
-        log(f"filters K={kernel}: {part.epochs[0]} epochs, mean norm {part.mean_norms[0]:.3f}")
+            info["filters"].append(entry)
+            log(f"filters K={kernel}: {entry['epochs']} epochs, mean norm {entry['mean_norm']:.3f}")
+            files.atomic_write(path, lambda f: np.savez(f, **banks))
+            save()
+        epochs.append(int(entry["epochs"]))
+        norms.append(float(entry["mean_norm"]))
         fig = plots.filter_grid(
-            part.filters[0][:100],
+            banks[f"K{kernel}"][:100],
             kernel,
             db_images.shape[-1],
             title=f"BioConvHash filters, K = {kernel} (first 100)",
@@ -156,15 +173,14 @@ def _front_end(db_images, hcfg, key, grid, info, out, log) -> conv_hash.FrontEnd
             f"{out}_filters_K{kernel}.png",
             lambda f, fig=fig: fig.savefig(f, format="png", dpi=100),
         )
-    front = parts[0]._replace(
-        filters=tuple(p.filters[0] for p in parts),
-        epochs=tuple(p.epochs[0] for p in parts),
-        mean_norms=tuple(p.mean_norms[0] for p in parts),
-        conv=hcfg.conv,
+    return conv_hash.FrontEnd(
+        tuple(banks[f"K{k}"] for k in hcfg.conv.kernels),
+        tuple(epochs),
+        tuple(norms),
+        hcfg.conv,
+        tuple(int(v) for v in db_images.shape[1:]),
+        float(hcfg.rule.p),
     )
-    banks = {f"K{k}": w for k, w in zip(hcfg.conv.kernels, front.filters, strict=True)}
-    files.atomic_write(f"{out}_filters.npz", lambda f: np.savez(f, **banks))
-    return front
 
 
 def _layers(xb, query_sets, proto, hcfg, ks, key, extra, grid, log):
