@@ -1,6 +1,6 @@
 """Gosthipaty's auto-encoder latent retrieval: NMI / RI of k-means clusters, cluster-then-rank.
 
-    python experiments/main.py --config experiments/configs/autoencoder.py:cifar10,quick  # 35 min here
+    python experiments/main.py --config experiments/configs/autoencoder.py:cifar10,quick  # 35 min
     python experiments/main.py --config experiments/configs/autoencoder.py:cifar10  # ~16 h here
 
 Any field can be overridden, e.g. ``--config.protocols=paper --config.train.weight=0.1``.

@@ -55,7 +55,8 @@ def sparse_features(x: Any) -> sparse.csr_array:
         raise InputError(f"features must be a non-empty 2-D (n, d) matrix, got shape {x.shape}")
     if x.dtype.kind not in "biuf":
         raise InputError(f"features must be real numbers, got {x.dtype}")
-    x = sparse.csr_array(x, dtype=np.float32)
+    if not (isinstance(x, sparse.csr_array) and x.dtype == np.float32):  # else no copy
+        x = sparse.csr_array(x, dtype=np.float32)
     if not np.isfinite(x.data).all():
         raise InputError("data contains NaN or inf (or values beyond float32)")
     return x
@@ -63,8 +64,13 @@ def sparse_features(x: Any) -> sparse.csr_array:
 
 def column_mean(x: np.ndarray | sparse.csr_array) -> np.ndarray:
     """(d,) float64 mean of the rows of dense or sparse (n, d) x."""
-    if sparse.issparse(x):
-        return np.asarray(x.sum(axis=0, dtype=np.float64)).ravel() / x.shape[0]
+    if sparse.issparse(x):  # row blocks: no float64 copy of the whole matrix
+        x = sparse.csr_array(x)
+        total = np.zeros(x.shape[1])
+        for s in range(0, x.shape[0], 8192):
+            block = x[s : s + 8192]
+            total += np.bincount(block.indices, block.data.astype(np.float64), x.shape[1])
+        return total / x.shape[0]
     return np.mean(x, axis=0, dtype=np.float64)
 
 

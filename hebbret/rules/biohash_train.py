@@ -194,7 +194,10 @@ def train(
             order = np.asarray(order)
             for s in range(0, used, rows):
                 chunk = (x[order[s : s + rows]].toarray() - zero).astype(np.float32)
-                w = fn(w, put(chunk), jnp.arange(len(chunk), dtype=jnp.int32), eps)
+                # one chunk in flight (the next is densified meanwhile): without the wait,
+                # asynchronous dispatch would queue every chunk of the epoch in memory
+                steps = jnp.arange(len(chunk), dtype=jnp.int32)
+                w = fn(jax.block_until_ready(w), put(chunk), steps, eps)
             return w
     else:
         x_dev = put(x)
@@ -253,7 +256,8 @@ def _check_sparse(x) -> scipy.sparse.csr_array:
         raise InputError(f"data must be a non-empty 2-D (n, d) matrix, got shape {x.shape}")
     if not np.issubdtype(x.dtype, np.floating):
         raise InputError(f"data must be floating point, got dtype {x.dtype}")
-    x = scipy.sparse.csr_array(x, dtype=np.float32)
+    if not (isinstance(x, scipy.sparse.csr_array) and x.dtype == np.float32):  # else no copy
+        x = scipy.sparse.csr_array(x, dtype=np.float32)
     if not np.all(np.isfinite(x.data)):
         raise InputError("data contains NaN or inf")
     return x
