@@ -162,6 +162,12 @@ def features(
     return _features(front_end, imgs, mesh, progress, chunk_size, sparse)
 
 
+def keep_sparse(front_end: FrontEnd, n: int) -> bool:
+    """Whether the features of n images should be kept sparse: dense ones would pass
+    ``DENSE_LIMIT`` bytes."""
+    return 4 * n * bioconv.feature_dim(front_end.image_shape, front_end.conv) > DENSE_LIMIT
+
+
 def _check_type(front_end: Any) -> None:
     if not isinstance(front_end, FrontEnd):
         raise InputError(f"front_end must be a conv.FrontEnd, got {type(front_end).__name__}")
@@ -237,8 +243,7 @@ def fit_bioconvhash(
         front_end = _learn(imgs, cfg, key, mesh, progress)
     else:
         _check_matches(front_end, cfg, tuple(imgs.shape[1:]))
-    dense_bytes = 4 * len(imgs) * bioconv.feature_dim(front_end.image_shape, front_end.conv)
-    feats = _features(front_end, imgs, mesh, progress, sparse=dense_bytes > DENSE_LIMIT)
+    feats = _features(front_end, imgs, mesh, progress, sparse=keep_sparse(front_end, len(imgs)))
     return fit_layer(front_end, feats, cfg, key=key, progress=progress, mesh=mesh)
 
 

@@ -84,8 +84,7 @@ def run(
                 continue
             fe = front._replace(conv=front.conv._replace(k_ci=k_ci))
             t = time.perf_counter()
-            dim = bioconv.feature_dim(fe.image_shape, fe.conv)
-            sparse = 4 * len(images["db"]) * dim > conv_hash.DENSE_LIMIT  # CSR beyond 1 GiB
+            sparse = conv_hash.keep_sparse(fe, len(images["db"]))  # CSR beyond 1 GiB
             feats = {
                 name: conv_hash.features(fe, x, mesh=grid, progress=True, sparse=sparse)
                 for name, x in images.items()
