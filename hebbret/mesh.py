@@ -4,8 +4,9 @@ Every parallel piece of hebbret runs on a 1-D :class:`jax.sharding.Mesh`:
 
 - ``DATA`` ("data"): minibatches split over devices, parameters replicated (the BioHash and
   Hebbian PCA rules, BioConvHash features); the devices' partial updates are summed.
-- ``DB`` ("db"): the retrieval database split over devices, queries replicated; every device
-  ranks its shard and the per-query counts are summed.
+- ``DB`` ("db"): the retrieval database split over devices; every device ranks its shard for
+  every query of a chunk, then the chunk's queries are split over the devices and each device
+  merges (or sums) its queries' lists from all shards.
 
 On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` gives 8 devices to test with.
 """

@@ -322,6 +322,8 @@ def test_sharded_database_equals_single_device(metric, tie):
     eight = rt.evaluate(xq, xb, yq, yb, mesh=rt.database_mesh(8), **kw)
     chex.assert_trees_all_close(eight["ap"], one["ap"], atol=TOL)
     chex.assert_trees_all_close(eight["precision_at"], one["precision_at"], atol=TOL)
+    chex.assert_trees_all_close(eight["pr_curve"], one["pr_curve"], atol=TOL)  # summed
+    chex.assert_trees_all_close(eight["pr11"], one["pr11"], atol=TOL)
     if metric != "overlap" or tie != "exact":
         d1, i1 = rt.search(xq, xb, 9, metric=metric, tie="random" if tie == "exact" else tie)
         d8, i8 = rt.search(

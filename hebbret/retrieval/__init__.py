@@ -3,9 +3,9 @@
 One jitted function per (metric, tie policy, depth, chunk shape) ranks a chunk of queries against
 the whole database and reduces the ranked lists to per-query metrics, so the (nq, N) distance matrix
 never exists at once and nothing recompiles from chunk to chunk. The database can be sharded over
-devices: each shard ranks its own items, the shards' candidate lists are merged, and the result
-equals the single-device one (``mesh=`` argument, :func:`hebbret.mesh.database_mesh`; tested on 8
-simulated CPU devices).
+devices: each shard ranks its own items, each query's candidate lists are merged on one device
+(the chunk's queries are split over the devices), and the result equals the single-device one
+(``mesh=`` argument, :func:`hebbret.mesh.database_mesh`; tested on 8 simulated CPU devices).
 
 Vocabulary (docs/README.md §Vocabulary): ``xq`` (nq, d) queries, ``xb`` (N, d) database,
 relevance = same label. ``AP@R = (1 / Z) * sum_{l<=R} P(l) rel(l)`` (BioHash eq. 12) with the

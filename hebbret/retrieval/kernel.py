@@ -2,16 +2,21 @@
 ranked lists to per-query metrics, without ever holding the (nq, N) distance matrix.
 
 One jitted function per :class:`KernelConfig` and mesh (:func:`compiled_chunk`) takes a chunk of
-C queries (padded to a fixed C, so nothing recompiles from chunk to chunk) and the database
-sharded over a 1-D mesh with axis ``"db"`` (:mod:`hebbret.mesh`, via ``jax.shard_map``). Each
-device computes the keys (C, Ns) of its shard (:mod:`hebbret.retrieval.distances`) and then:
+C queries (padded to a fixed C, a multiple of the device count, so nothing recompiles from chunk
+to chunk) and the database sharded over a 1-D mesh with axis ``"db"`` (:mod:`hebbret.mesh`, via
+``jax.shard_map``). Each device computes the keys (C, Ns) of its shard for all C queries
+(:mod:`hebbret.retrieval.distances`); then the chunk's queries are split over the devices, so
+each device reduces C / n queries against the whole database (the work after the shard's
+distances is not repeated on every device):
 
 - integer keys (Hamming, overlap) under the "exact" tie policy: a per-query histogram of
-  (key, relevant), summed over devices (``psum``), determines every tie group with no sort at all;
+  (key, relevant), summed over devices onto each query's device (``psum_scatter``), determines
+  every tie group with no sort at all;
 - otherwise ``lax.top_k`` on the negated keys (stable: lower index first among equals) gives each
-  shard's best ``depth`` items, and the shards' lists are merged (``all_gather`` + ``top_k``;
-  shard order = global index order, so the result equals the single-device one). For exact ties
-  one extra item tells whether the last tie group continues past the list.
+  shard's best ``depth`` items; ``all_to_all`` sends each query's lists to its device, which
+  merges them (``top_k``; shard order = global index order, so the result equals the
+  single-device one). For exact ties one extra item tells whether the last tie group continues
+  past the list.
 
 The tie groups become expected per-position terms and metrics in :mod:`hebbret.retrieval.ap`.
 :func:`run_chunks` permutes (random policy), pads and shards the database, and maps the kernel
@@ -34,6 +39,7 @@ from jax.sharding import PartitionSpec as P
 
 from hebbret import mesh as meshes
 from hebbret import progress as progress_bars
+from hebbret.distributed import to_host
 from hebbret.errors import InputError
 from hebbret.retrieval.ap import (
     expected_terms,
@@ -64,16 +70,35 @@ class KernelConfig(NamedTuple):
     more_r: tuple[int, ...] = ()  # further list depths whose AP is also computed
 
 
+SUMMED = ("precision_curve_sum", "recall_curve_sum")  # outputs summed over the chunk's queries
+
+
 def shard_body(cfg: KernelConfig, q, yq, total, valid_q, drop, b, yb, valid_b):
-    """Ranks a chunk of queries (C, ...) against one database shard (Ns, ...) and merges shards.
+    """Ranks a chunk of queries (C, ...) against one database shard (Ns, ...), then reduces this
+    device's C / n queries against the whole database.
 
     ``total`` (C,) is each query's number of relevant items in the whole database (the left-out
-    item excluded); ``drop`` (C,) the global database index each query leaves out, or -1."""
+    item excluded); ``drop`` (C,) the global database index each query leaves out, or -1.
+    Returns ``(per_query, summed)``: this device's rows (C / n, ...) of the per-query outputs,
+    and the :data:`SUMMED` outputs summed over all C queries (replicated)."""
     keys = ranking_keys(cfg.metric, q, b, cfg.num_bits)
     chex.assert_rank(keys, 2)
     chex.assert_shape((yq, total, valid_q, drop), (keys.shape[0],))
     chex.assert_shape((yb, valid_b), (keys.shape[1],))
-    offset = jax.lax.axis_index(meshes.DB) * keys.shape[1]
+    ndev, me = jax.lax.axis_size(meshes.DB), jax.lax.axis_index(meshes.DB)
+    mine = keys.shape[0] // ndev  # queries reduced on this device
+
+    def own(a):  # this device's rows of a replicated (C, ...) array
+        return jax.lax.dynamic_slice_in_dim(a, me * mine, mine)
+
+    def to_owner(a, concat):  # (C, ...) per shard -> (C / n, ...) of every shard, in shard order
+        if ndev == 1:
+            return a
+        if concat is None:
+            return jax.lax.psum_scatter(a, meshes.DB, scatter_dimension=0, tiled=True)
+        return jax.lax.all_to_all(a, meshes.DB, 0, concat, tiled=True)
+
+    offset = me * keys.shape[1]
     index = offset + jnp.arange(keys.shape[1], dtype=jnp.int32)
     kept = valid_b[None, :] & (index[None, :] != drop[:, None])  # (C, Ns)
     keys = jnp.where(kept, keys, jnp.inf)
@@ -83,21 +108,21 @@ def shard_body(cfg: KernelConfig, q, yq, total, valid_q, drop, b, yb, valid_b):
         nbins = cfg.num_bits + 1
         code = jnp.where(kept, keys.astype(jnp.int32) + nbins * rel, 2 * nbins)
         hist = jax.vmap(lambda c: jnp.bincount(c, length=2 * nbins))(code)
-        hist = jax.lax.psum(hist, meshes.DB).astype(jnp.float32)
+        hist = to_owner(hist, None).astype(jnp.float32)  # summed over shards
         counts, relcounts = hist[:, :nbins] + hist[:, nbins:], hist[:, nbins:]
         grp = groups_from_histogram(counts, relcounts, cfg.depth)
-        erel, prel = expected_terms(grp)
-        return per_query_metrics(cfg, grp, erel, prel, total, valid_q)
-    # top_k per shard, then a merge of the shards' lists (shard order = global index order). For
-    # exact ties one extra item tells whether the last tie group continues past the list. (Only ask
-    # for it when it is used: XLA turns a top_k whose tail is dead into a full sort.)
+        return _metrics(cfg, grp, own(total), own(valid_q))
+    # top_k per shard, then each query's device merges the shards' lists (shard order = global
+    # index order). For exact ties one extra item tells whether the last tie group continues past
+    # the list. (Only ask for it when it is used: XLA turns a top_k whose tail is dead into a
+    # full sort.)
     exact = cfg.tie == "exact" and not cfg.search_only
     size = min(cfg.depth + 1, cfg.num_db) if exact else cfg.depth
     neg, idx = jax.lax.top_k(-keys, min(size, keys.shape[1]))
     top_keys, top_idx, top_rel = -neg, idx + offset, yb[idx] == yq[:, None]
-    if jax.lax.axis_size(meshes.DB) > 1:  # merge the shards' sorted lists (costs another top_k)
-        gather = functools.partial(jax.lax.all_gather, axis_name=meshes.DB, axis=1, tiled=True)
-        cand_keys, cand_idx, cand_rel = gather(top_keys), gather(top_idx), gather(top_rel)
+    if ndev > 1:  # merge the shards' sorted lists (costs another top_k)
+        cand_keys, cand_idx = to_owner(top_keys, 1), to_owner(top_idx, 1)
+        cand_rel = to_owner(top_rel, 1)
         neg, pick = jax.lax.top_k(-cand_keys, size)
         top_keys, top_idx = -neg, jnp.take_along_axis(cand_idx, pick, 1)
         top_rel = jnp.take_along_axis(cand_rel, pick, 1)
@@ -107,29 +132,35 @@ def shard_body(cfg: KernelConfig, q, yq, total, valid_q, drop, b, yb, valid_b):
         top_keys, top_idx = top_keys[:, : cfg.depth], top_idx[:, : cfg.depth]
         top_rel = top_rel[:, : cfg.depth]
     if cfg.search_only:
-        return {"keys": top_keys, "indices": top_idx, "relevant": top_rel}
+        return {"keys": top_keys, "indices": top_idx, "relevant": top_rel}, {}
     if exact:
         last = top_keys[:, -1:]
 
-        def count(k, r):  # (size, relevant count) of the last tie group among keys k
+        def count(k, last, r):  # (size, relevant count) of the last tie group among keys k
             return jnp.sum(k == last, 1, dtype=jnp.float32), jnp.sum(
                 (k == last) & r, 1, dtype=jnp.float32
             )
 
         def whole_database():  # a full pass, only when some group really crosses the list end
-            n, g = count(keys, yb[None, :] == yq[:, None])
-            return jax.lax.psum(n, meshes.DB), jax.lax.psum(g, meshes.DB)
+            every_last = jax.lax.all_gather(last, meshes.DB, tiled=True) if ndev > 1 else last
+            n, g = count(keys, every_last, yb[None, :] == yq[:, None])
+            return to_owner(n, None), to_owner(g, None)
 
-        n_last, g_last = count(top_keys, top_rel)
-        if crosses is not None:
-            n_last, g_last = jax.lax.cond(
-                jnp.any(crosses), whole_database, lambda: (n_last, g_last)
-            )
+        n_last, g_last = count(top_keys, last, top_rel)
+        if crosses is not None:  # one decision for all devices: the pass has collectives
+            anywhere = jax.lax.psum(jnp.any(crosses).astype(jnp.int32), meshes.DB) > 0
+            n_last, g_last = jax.lax.cond(anywhere, whole_database, lambda: (n_last, g_last))
         grp = groups_from_sorted(top_keys, top_rel.astype(jnp.float32), n_last, g_last)
     else:
         grp = singletons(top_rel.astype(jnp.float32))
+    return _metrics(cfg, grp, own(total), own(valid_q))
+
+
+def _metrics(cfg: KernelConfig, grp, total, valid_q):
+    """This device's per-query metrics and the :data:`SUMMED` ones summed over every device."""
     erel, prel = expected_terms(grp)
-    return per_query_metrics(cfg, grp, erel, prel, total, valid_q)
+    out = per_query_metrics(cfg, grp, erel, prel, total, valid_q)
+    return out, {k: jax.lax.psum(out.pop(k), meshes.DB) for k in SUMMED}
 
 
 @functools.lru_cache(maxsize=64)
@@ -140,7 +171,7 @@ def compiled_chunk(cfg: KernelConfig, mesh: Mesh):
         functools.partial(shard_body, cfg),
         mesh=mesh,
         in_specs=(rep, rep, rep, rep, rep, shard, shard, shard),
-        out_specs=rep,
+        out_specs=(shard, rep),  # per-query rows split over the devices; sums replicated
         check_vma=False,
     )
     return jax.jit(body)
@@ -153,7 +184,7 @@ def queries_per_chunk(cfg: KernelConfig, num_db: int, words: int, chunk_size: in
     if chunk_size is not None:
         if chunk_size < 1:
             raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
-        return chunk_size
+        return int(chunk_size)
     budget = 2**21 if cfg.use_histogram else 2**23
     per_query = num_db
     if cfg.metric in BIT_METRICS and cfg.num_bits > MATMUL_HAMMING_BITS:
@@ -181,6 +212,7 @@ def run_chunks(
     yb_d, vb_d = jax.device_put(yb_p, shard), jax.device_put(valid_b, shard)
     fn = compiled_chunk(cfg, mesh)
     chunk = queries_per_chunk(cfg, per, xb.shape[1], chunk_size)
+    chunk = -(-chunk // ndev) * ndev  # each device reduces chunk / ndev of the queries
     nq = xq.shape[0]
     labels, counts = np.unique(yb, return_counts=True)
     at = np.minimum(np.searchsorted(labels, yq), len(labels) - 1)
@@ -198,11 +230,11 @@ def run_chunks(
         else:
             q = prepare(cfg.metric, jnp.asarray(xq[idx]))
         valid = jnp.asarray(np.arange(start, start + chunk) < nq)
-        out = fn(
+        per_query, summed = fn(
             q, jnp.asarray(yq[idx]), jnp.asarray(total[idx]), valid, jnp.asarray(drop[idx]),
             b, yb_d, vb_d,
         )  # fmt: skip
-        return jax.tree.map(np.asarray, out)
+        return jax.tree.map(to_host, per_query | summed)
 
     # XLA:CPU runs top_k and scatter on one thread: dispatch chunks from a few threads at once.
     workers = min(len(starts), os.cpu_count() or 1, 4) if jax.default_backend() == "cpu" else 1

@@ -170,26 +170,32 @@ def _partial(w: jax.Array, x: jax.Array, rule: _Rule):
     return units.reshape(-1), gx, gi
 
 
-def _rows(w: jax.Array, units: jax.Array, gx: jax.Array, gi: jax.Array):
+def _rows(w: jax.Array, units: jax.Array, gx: jax.Array, gi: jax.Array, block=None):
     """``dW`` from the (summed over devices) sparse partial updates of K (sample, unit) pairs.
 
     Returns ``(rows, target)``. With K <= m: ``rows`` (K, d) are the rows of ``dW`` at ``units``
     (duplicates get identical rows) and ``target`` (K,) is each unit's index at its first
     occurrence and m (out of range: dropped) at later ones. With K > m: ``rows`` is the dense
     (m, d) ``dW`` and ``target`` is None. Sums go through one-hot matmuls, never scatter-adds,
-    so they are deterministic on every backend.
+    so they are deterministic on every backend. ``block=(start, size)``: only those rows (of
+    units when K > m, of pairs otherwise); ``target`` stays whole.
     """
     m, k = w.shape[0], units.shape[0]
     chex.assert_shape([units, gi], (k,))
     chex.assert_shape(gx, (k, w.shape[1]))
+
+    def part(a):
+        return a if block is None else jax.lax.dynamic_slice_in_dim(a, *block)
+
     if k > m:  # more pairs than units: the dense (m, K) G is the smaller problem
-        onehot = (jnp.arange(m)[:, None] == units[None, :]).astype(jnp.float32)
+        onehot = (part(jnp.arange(m))[:, None] == units[None, :]).astype(jnp.float32)
         coef = jnp.dot(onehot, gi, precision=_HIGHEST)  # sum_A G_muA I_muA
-        return jnp.dot(onehot, gx, precision=_HIGHEST) - coef[:, None] * w, None
-    same = (units[:, None] == units[None, :]).astype(jnp.float32)  # (K, K)
-    coef = jnp.dot(same, gi, precision=_HIGHEST)
-    rows = jnp.dot(same, gx, precision=_HIGHEST) - coef[:, None] * w[units]
-    first = ~jnp.any(jnp.tril(same, -1) > 0, axis=1)
+        return jnp.dot(onehot, gx, precision=_HIGHEST) - coef[:, None] * part(w), None
+    same = units[:, None] == units[None, :]  # (K, K)
+    mine = part(same).astype(jnp.float32)
+    coef = jnp.dot(mine, gi, precision=_HIGHEST)
+    rows = jnp.dot(mine, gx, precision=_HIGHEST) - coef[:, None] * w[part(units)]
+    first = ~jnp.any(jnp.tril(same, -1), axis=1)
     return rows, jnp.where(first, units, m)
 
 
@@ -198,11 +204,23 @@ def _add(base: jax.Array, rows: jax.Array, target: jax.Array | None) -> jax.Arra
     return base + rows if target is None else base.at[target].add(rows, mode="drop")
 
 
-def _apply(w, units, gx, gi, eps, precision: float) -> jax.Array:
-    """``W + eps * dW / max(max|dW|, precision)`` from the sparse partial updates."""
+def _apply(w, units, gx, gi, eps, precision: float, axis: str | None = None) -> jax.Array:
+    """``W + eps * dW / max(max|dW|, precision)`` from the sparse partial updates.
+
+    ``axis``: inside ``shard_map``, with every device holding all K pairs, each device builds
+    1/n of dW's rows and the blocks are all-gathered, so the O(m K d) (or O(K^2 d)) merge is
+    divided over the devices, not repeated on each (same sums, row by row)."""
     chex.assert_rank(eps, 0)
-    rows, target = _rows(w, units, gx, gi)
-    nc = jnp.maximum(jnp.max(jnp.abs(rows)), precision)
+    n = 1 if axis is None else jax.lax.axis_size(axis)
+    count = w.shape[0] if units.shape[0] > w.shape[0] else units.shape[0]
+    if n == 1 or count % n:
+        rows, target = _rows(w, units, gx, gi)
+        nc = jnp.maximum(jnp.max(jnp.abs(rows)), precision)
+    else:
+        size = count // n
+        rows, target = _rows(w, units, gx, gi, (jax.lax.axis_index(axis) * size, size))
+        nc = jnp.maximum(jax.lax.pmax(jnp.max(jnp.abs(rows)), axis), precision)
+        rows = jax.lax.all_gather(rows, axis, tiled=True)
     return _add(w, rows * (eps / nc), target)
 
 

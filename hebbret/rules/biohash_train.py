@@ -10,9 +10,10 @@ falls below 1.06 (Ryali et al. 2020, appendix D): the weights converge to the un
 Devices: with a 1-D mesh (axis ``"data"``, :func:`hebbret.mesh.data_mesh`) each device takes a
 slice of every minibatch and computes the currents and its partial update ``G_s X_s - c_s W`` on
 it. The partial updates are kept sparse, as (unit, row, coefficient) triples; summing them across
-devices (an all-gather of the triples followed by the same per-unit sum a single device does)
-happens before the max-normalisation, so N devices give the weights one device gives (to float
-tolerance).
+devices (an all-gather of the triples; each device then sums 1/N of dW's rows, the per-unit sum
+a single device does, and the row blocks are all-gathered) happens before the max-normalisation,
+so N devices give the weights one device gives (to float tolerance: a block of rows is summed by
+a smaller matmul).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _epoch_fn(rule: _Rule, batch: int, mesh: Mesh | None):
             if sharded:  # sum the devices' sparse partial updates before normalising
                 gather = functools.partial(jax.lax.all_gather, axis_name=_AXIS, axis=0, tiled=True)
                 units, gx, gi = gather(units), gather(gx), gather(gi)
-            return _apply(w, units, gx, gi, eps, rule.precision), None
+            return _apply(w, units, gx, gi, eps, rule.precision, _AXIS if sharded else None), None
 
         return jax.lax.scan(body, w, order)[0]
 
