@@ -26,7 +26,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from hebbret import data
-from hebbret.data import presets
+from hebbret.data import images, presets
 from hebbret.errors import InputError
 
 CLASSES = ("ant", "bee", "cat")
@@ -853,3 +853,19 @@ def test_real_cifar10_archive() -> None:
     again = data.load(f"archive:{archive}", progress=False)
     assert again.cache_hit and again.checksum == ds.checksum
     assert ds.label == again.label == "CIFAR-10 (JPEG)"
+
+
+def test_grey_resized_is_box_averaged_luma():
+    rgb = np.zeros((1, 4, 4, 3), np.uint8)
+    rgb[0, :2, :2] = (255, 0, 0)  # red: luma 0.299 * 255 = 76.2
+    rgb[0, :2, 2:] = (0, 0, 255)  # blue: 0.114 * 255 = 29.1
+    rgb[0, 2:, :] = 200  # grey stays 200
+    grey = images.grey_resized(rgb, 2)
+    np.testing.assert_array_equal(grey, [[[76, 29], [200, 200]]])
+    # box: a 2x2 block of 0 and 255 averages to 127.5
+    chequer = (np.indices((4, 4)).sum(0) % 2 * 255).astype(np.uint8)[None]
+    assert set(np.unique(images.grey_resized(chequer, 2))) <= {127, 128}
+    with pytest.raises(InputError, match="uint8"):
+        images.grey_resized(rgb.astype(np.float32), 2)
+    with pytest.raises(InputError, match="size"):
+        images.grey_resized(rgb, 0)

@@ -154,3 +154,18 @@ def _format(data: bytes) -> str:
 
 def _size(image: np.ndarray) -> str:
     return f"{image.shape[1]}x{image.shape[0]}"
+
+
+def grey_resized(x: np.ndarray, size: int) -> np.ndarray:
+    """(n, h, w[, 3]) uint8 images as (n, size, size) uint8 grey ones: Pillow's luma ("L":
+    0.299 R + 0.587 G + 0.114 B) and area-averaging ("box") resampling."""
+    if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
+        raise InputError(f"expected (n, h, w[, 1 or 3]) uint8 images, got {x.dtype} {x.shape}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise InputError(f"size must be a positive integer, got {size!r}")
+    x = x[..., 0] if x.ndim == 4 and x.shape[-1] == 1 else x
+    out = np.empty((len(x), size, size), np.uint8)
+    for i, image in enumerate(x):
+        grey = Image.fromarray(image).convert("L")
+        out[i] = np.asarray(grey.resize((size, size), Image.Resampling.BOX))
+    return out
