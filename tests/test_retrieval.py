@@ -337,6 +337,18 @@ def test_sharded_database_equals_single_device(metric, tie):
         np.testing.assert_array_equal(i8, i1)
 
 
+def test_sharded_chunks_round_up_to_the_device_count():
+    # 3 queries a chunk on 8 devices: each chunk is padded to 8 (one query per device), R = All
+    rng = np.random.default_rng(4)
+    xq, xb, _, _ = tied_features(rng, 11, 37)
+    yq, yb = rng.integers(0, 3, 11), rng.integers(0, 3, 37)
+    kw = dict(metric="sqeuclidean", R=None, at=(5,), chunk_size=3)
+    one = rt.evaluate(xq, xb, yq, yb, **kw)
+    eight = rt.evaluate(xq, xb, yq, yb, mesh=rt.database_mesh(8), **kw)
+    chex.assert_trees_all_close(eight["ap"], one["ap"], atol=TOL)
+    chex.assert_trees_all_close(eight["pr_curve"], one["pr_curve"], atol=TOL)
+
+
 def test_no_recompilation_across_chunks(monkeypatch):
     traces = []
     body = kernel.shard_body

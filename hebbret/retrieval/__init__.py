@@ -122,7 +122,8 @@ def evaluate(
       more_R: further list depths R' whose mAP@R' (every normaliser) is computed in the same
         pass, e.g. (20, 50, 100) for Lagani's table (returned in ``map_at``).
       seed: permutation seed for ``tie="random"``.
-      chunk_size: queries per kernel call (default: keeps a chunk's distances near 64 MB).
+      chunk_size: queries per kernel call (default: keeps a chunk's distances near 64 MB),
+        rounded up to a multiple of the mesh's device count.
       mesh: a 1-D device mesh with axis "db" (see :func:`database_mesh`) to shard the database.
       leave_out: (nq,) database index of each query's own item, left out of that query's ranking
         and of its relevant items (leave-one-out: queries drawn from the database, e.g.
