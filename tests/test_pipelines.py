@@ -391,3 +391,18 @@ def test_bad_overrides_fail_before_any_data_is_loaded(argv, message, tmp_path):
     args += ["--config.dataset=npz:/nonexistent.npz", "--out", str(tmp_path / "x")]
     with pytest.raises(InputError, match=message):
         main(args)
+
+
+def test_bioconvhash_layer_epoch_cap(tmp_path):
+    """``layer_max_epochs`` stops the BioHash layers early (a CPU budget, said in the report)
+    and leaves the filters' rule alone; a bad cap is refused before any data is loaded."""
+    cfg = _small_conv(config("bioconvhash", "table2,quick"))
+    cfg.update({"ks": (2,), "shadows": False, "baseline": False, "layer_max_epochs": 1})
+    out = tmp_path / "capped"
+    record = bioconvhash_pipeline.run(cfg, str(out), log=lambda line: None)
+    assert [r["epochs"] for r in record["metrics"]["rows"]] == [1]
+    assert record["metrics"]["filters"][0]["epochs"] > 1
+    assert "stopped after at most 1 epochs" in out.with_suffix(".md").read_text()
+    cfg.update({"dataset": "no-such-dataset", "layer_max_epochs": 0})
+    with pytest.raises(InputError, match="layer_max_epochs"):
+        bioconvhash_pipeline.run(cfg, str(tmp_path / "bad"), log=lambda line: None)

@@ -51,6 +51,8 @@ def get_config(arg: str = "table2") -> config_dict.ConfigDict:
     c.paper = "cifar10"
     c.rule = RuleConfig()._asdict()
     c.rule.init_norm = config_dict.placeholder(float)
+    # cap on the BioHash layers' epochs (the filters keep rule.max_epochs); None: the rule's
+    c.layer_max_epochs = config_dict.placeholder(int)
     if experiment == "kci":
         c.ks, c.k_cis, c.shadows, c.baseline = (2, 4, 8, 16), (1, 5, 10, 25, 100), False, False
     elif experiment == "mnist":

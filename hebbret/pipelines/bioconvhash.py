@@ -23,7 +23,7 @@ import scipy.sparse
 
 from hebbret import data, files, hashing, mesh, perturb, plots, retrieval
 from hebbret.data import splits
-from hebbret.errors import check_seed
+from hebbret.errors import InputError, check_seed
 from hebbret.hashing import bioconv
 from hebbret.hashing import conv as conv_hash
 from hebbret.pipelines import bioconvhash_report
@@ -43,6 +43,9 @@ def run(
     cfg = as_dict(config)
     check_seed(cfg["seed"])
     check_positive_ints(cfg, "ks", "k_cis")
+    cap = cfg.get("layer_max_epochs")  # the BioHash layers' epoch budget; filters keep the rule's
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise InputError(f"config.layer_max_epochs must be an integer >= 1, got {cap!r}")
     out = out or default_out("bioconvhash", cfg)
     suffixes = ("_filters.npz", *(f"_filters_K{k}.png" for k in cfg["conv"]["kernels"]))
     study = Study(out, cfg, cfg["seed"], suffixes=suffixes, log=log)
@@ -62,6 +65,7 @@ def run(
         rule = RuleConfig(**cfg["rule"])
         conv = bioconv.ConvConfig(**cfg["conv"])
         hcfg = hashing.HashConfig(k=min(cfg["ks"]), activity=cfg["activity"], rule=rule, conv=conv)
+        layer = hcfg if cap is None else hcfg._replace(rule=rule._replace(max_epochs=cap))
         for k in cfg["ks"]:  # every cell checked before the first filter is learned
             hashing.check("bioconvhash", hcfg._replace(k=k), images["db"].shape, mesh=grid)
         key = jax.random.key(cfg["seed"])
@@ -106,7 +110,7 @@ def run(
             log(f"features k_ci={k_ci}: D = {feats['db'].shape[1]}, {n_images / seconds:.0f} img/s")
             queries = {name: feats[name] for name in images if name != "db"}
             extra = {"method": "bioconvhash", "k_ci": k_ci}
-            for row in _layers(feats["db"], queries, proto, hcfg, todo, key, extra, grid, log):
+            for row in _layers(feats["db"], queries, proto, layer, todo, key, extra, grid, log):
                 rows.append(row)
                 save(complete=False)
             del feats
@@ -116,7 +120,7 @@ def run(
             if cfg["shadows"]:
                 queries["shadows"] = splits.features(images["shadows"])
             extra = {"method": "biohash"}
-            for row in _layers(proto.xb, queries, proto, hcfg, todo, key, extra, grid, log):
+            for row in _layers(proto.xb, queries, proto, layer, todo, key, extra, grid, log):
                 rows.append(row)
                 save(complete=False)
         record = save(complete=True)

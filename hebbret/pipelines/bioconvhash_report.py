@@ -24,6 +24,16 @@ def _paper(cfg: dict, method: str, k: int, shadows: bool, k_ci: int | None = Non
     return values[list(ks).index(k)] if values and k in ks else None
 
 
+def _cap(cfg: dict) -> str:
+    cap = cfg.get("layer_max_epochs")
+    if cap is None:
+        return ""
+    return (
+        f", layers stopped after at most {cap} epochs (the paper's rule: until the mean norm is "
+        f"below {cfg['rule']['norm_target']}, at most {cfg['rule']['max_epochs']})"
+    )
+
+
 def report(command: str, cfg: dict, ds, proto, rows: list, info: dict, seconds: float) -> str:
     """Markdown: the command, the protocol, the mAP table next to the paper's, the timings."""
     conv = cfg["conv"]
@@ -34,9 +44,9 @@ def report(command: str, cfg: dict, ds, proto, rows: list, info: dict, seconds: 
         "normalised by the relevant items retrieved in the top R (BioHash eq. 12), ties exact. "
         f"Front end: F = {conv['filters']} filters for each K in {list(conv['kernels'])}, "
         f"{conv['patches']:,} training patches each, pool {conv['pool']} stride {conv['stride']}; "
-        f"BioHash layer activity {100 * cfg['activity']:.2f} %. Paper's number in brackets "
-        f"(F = {400 if cfg['paper'] == 'cifar10' else 500}). Wall time {seconds / 60:.1f} min on "
-        f"{os.cpu_count()} CPU cores.",
+        f"BioHash layer activity {100 * cfg['activity']:.2f} %{_cap(cfg)}. Paper's number in "
+        f"brackets (F = {400 if cfg['paper'] == 'cifar10' else 500}). Wall time "
+        f"{seconds / 60:.1f} min on {os.cpu_count()} CPU cores.",
         "",
     ]
     ks = list(cfg["ks"])
