@@ -393,16 +393,22 @@ def test_bad_overrides_fail_before_any_data_is_loaded(argv, message, tmp_path):
         main(args)
 
 
-def test_bioconvhash_layer_epoch_cap(tmp_path):
+def test_bioconvhash_layer_epoch_cap_and_no_paper(tmp_path):
     """``layer_max_epochs`` stops the BioHash layers early (a CPU budget, said in the report)
-    and leaves the filters' rule alone; a bad cap is refused before any data is loaded."""
+    and leaves the filters' rule alone; ``paper="none"`` puts no published numbers beside ours
+    (a stand-in dataset); bad values are refused before any data is loaded."""
     cfg = _small_conv(config("bioconvhash", "table2,quick"))
     cfg.update({"ks": (2,), "shadows": False, "baseline": False, "layer_max_epochs": 1})
+    cfg.paper = "none"
     out = tmp_path / "capped"
     record = bioconvhash_pipeline.run(cfg, str(out), log=lambda line: None)
     assert [r["epochs"] for r in record["metrics"]["rows"]] == [1]
     assert record["metrics"]["filters"][0]["epochs"] > 1
-    assert "stopped after at most 1 epochs" in out.with_suffix(".md").read_text()
-    cfg.update({"dataset": "no-such-dataset", "layer_max_epochs": 0})
-    with pytest.raises(InputError, match="layer_max_epochs"):
-        bioconvhash_pipeline.run(cfg, str(tmp_path / "bad"), log=lambda line: None)
+    table = out.with_suffix(".md").read_text()
+    assert "stopped after at most 1 epochs" in table and "No paper's numbers" in table
+    assert "(26.94)" not in table
+    cfg.dataset = "no-such-dataset"
+    for field, bad in (("layer_max_epochs", 0), ("paper", "cifar100")):
+        wrong = cfg.to_dict() | {field: bad}
+        with pytest.raises(InputError, match=field):
+            bioconvhash_pipeline.run(wrong, str(tmp_path / "bad"), log=lambda line: None)

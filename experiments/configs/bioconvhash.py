@@ -48,7 +48,7 @@ def get_config(arg: str = "table2") -> config_dict.ConfigDict:
     c.k_cis = (1,)
     c.shadows = True
     c.baseline = True  # BioHash on pixels, same protocol
-    c.paper = "cifar10"
+    c.paper = "cifar10"  # whose published numbers go beside ours: cifar10, mnist or none
     c.rule = RuleConfig()._asdict()
     c.rule.init_norm = config_dict.placeholder(float)
     # cap on the BioHash layers' epochs (the filters keep rule.max_epochs); None: the rule's

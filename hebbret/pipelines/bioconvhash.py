@@ -30,6 +30,8 @@ from hebbret.pipelines import bioconvhash_report
 from hebbret.pipelines.study import Study, as_dict, check_positive_ints, default_out
 from hebbret.rules.biohash import RuleConfig
 
+PAPERS = ("cifar10", "mnist", "none")  # whose published numbers the report puts beside ours
+
 
 def run(
     config: Any,
@@ -46,6 +48,8 @@ def run(
     cap = cfg.get("layer_max_epochs")  # the BioHash layers' epoch budget; filters keep the rule's
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
         raise InputError(f"config.layer_max_epochs must be an integer >= 1, got {cap!r}")
+    if cfg["paper"] not in PAPERS:
+        raise InputError(f"unknown config.paper {cfg['paper']!r}: expected one of {PAPERS}")
     out = out or default_out("bioconvhash", cfg)
     suffixes = ("_filters.npz", *(f"_filters_K{k}.png" for k in cfg["conv"]["kernels"]))
     study = Study(out, cfg, cfg["seed"], suffixes=suffixes, log=log)

@@ -10,6 +10,8 @@ from hebbret.pipelines import compare
 
 
 def _paper(cfg: dict, method: str, k: int, shadows: bool, k_ci: int | None = None):
+    if cfg["paper"] == "none":  # a dataset the paper did not use (e.g. a stand-in)
+        return None
     if cfg["paper"] == "mnist":
         table, ks = published.BIOHASH_MNIST_TABLE1, published.BIOHASH_KS
         if shadows:
@@ -34,6 +36,12 @@ def _cap(cfg: dict) -> str:
     )
 
 
+def _bracket(cfg: dict) -> str:
+    if cfg["paper"] == "none":
+        return "No paper's numbers: the paper did not use this dataset. "
+    return f"Paper's number in brackets (F = {400 if cfg['paper'] == 'cifar10' else 500}). "
+
+
 def report(command: str, cfg: dict, ds, proto, rows: list, info: dict, seconds: float) -> str:
     """Markdown: the command, the protocol, the mAP table next to the paper's, the timings."""
     conv = cfg["conv"]
@@ -44,9 +52,8 @@ def report(command: str, cfg: dict, ds, proto, rows: list, info: dict, seconds: 
         "normalised by the relevant items retrieved in the top R (BioHash eq. 12), ties exact. "
         f"Front end: F = {conv['filters']} filters for each K in {list(conv['kernels'])}, "
         f"{conv['patches']:,} training patches each, pool {conv['pool']} stride {conv['stride']}; "
-        f"BioHash layer activity {100 * cfg['activity']:.2f} %{_cap(cfg)}. Paper's number in "
-        f"brackets (F = {400 if cfg['paper'] == 'cifar10' else 500}). Wall time "
-        f"{seconds / 60:.1f} min on {os.cpu_count()} CPU cores.",
+        f"BioHash layer activity {100 * cfg['activity']:.2f} %{_cap(cfg)}. {_bracket(cfg)}Wall "
+        f"time {seconds / 60:.1f} min on {os.cpu_count()} CPU cores.",
         "",
     ]
     ks = list(cfg["ks"])
