@@ -117,3 +117,20 @@ def test_sparse_input_errors():
         hashing.fit("biohash", bad, cfg, key=jax.random.key(0))
     with pytest.raises(InputError, match="NaN or inf"):
         biohash_train.train(jax.random.key(0), bad, 8, RULE)
+
+
+def test_stack_rows_equals_scipy_vstack_and_empties_the_list():
+    rng = np.random.default_rng(0)
+    dense = [rng.standard_normal((r, 7)).astype(np.float32) for r in (3, 1, 4)]
+    for a in dense:
+        a[np.abs(a) < 1.0] = 0.0
+    dense[1][:] = 0.0  # an all-zero chunk
+    parts = [scipy.sparse.csr_array(a) for a in dense]
+    want = scipy.sparse.vstack(parts, format="csr")
+    got = bioconv.stack_rows(parts)
+    assert parts == [] and got.shape == (8, 7) and got.dtype == np.float32
+    assert got.indices.dtype == got.indptr.dtype == np.int32
+    np.testing.assert_array_equal(got.toarray(), want.toarray())
+    np.testing.assert_array_equal(got.indptr, want.indptr)
+    with pytest.raises(InputError, match="columns"):
+        bioconv.stack_rows([scipy.sparse.csr_array(dense[0]), scipy.sparse.csr_array((2, 5))])

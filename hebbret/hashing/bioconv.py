@@ -286,7 +286,32 @@ def feature_map(
         if out is None:
             out = np.empty((n, feats.shape[1]), np.float32)
         out[s : s + rows] = feats
-    return scipy.sparse.vstack(parts, format="csr") if sparse else out
+    return stack_rows(parts) if sparse else out
+
+
+def stack_rows(parts: list) -> scipy.sparse.csr_array:
+    """Row-stacks CSR chunks (n_i, d) into one (sum n_i, d) float32 CSR, emptying ``parts``.
+
+    Unlike ``scipy.sparse.vstack`` it never holds two copies: the output arrays are allocated
+    once (their pages are committed as they are written) and each chunk is dropped once copied,
+    so the peak is the result plus one chunk."""
+    if not parts:
+        raise InputError("no chunks to stack")
+    d, nnz, n = parts[0].shape[1], sum(p.nnz for p in parts), sum(p.shape[0] for p in parts)
+    index = np.int32 if max(nnz, d) < 2**31 else np.int64  # one dtype: scipy converts mixed ones
+    data, indices = np.empty(nnz, np.float32), np.empty(nnz, index)
+    indptr = np.zeros(n + 1, index)
+    at = row = 0
+    parts.reverse()
+    while parts:
+        part = parts.pop()
+        if part.shape[1] != d:
+            raise InputError(f"a chunk has {part.shape[1]} columns, expected {d}")
+        k, r = part.nnz, part.shape[0]
+        data[at : at + k], indices[at : at + k] = part.data, part.indices
+        indptr[row + 1 : row + r + 1] = part.indptr[1:] + at
+        at, row = at + k, row + r
+    return scipy.sparse.csr_array((data, indices, indptr), shape=(n, d))
 
 
 # --------------------------------------------------------------------------------------------
