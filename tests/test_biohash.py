@@ -149,8 +149,9 @@ def test_epoch_is_steps_in_order_and_drops_tail():
 
 @pytest.mark.parametrize("devices", [2, 8])
 @pytest.mark.parametrize("delta,r", [(0.0, 2), (0.4, 3)])
-def test_epoch_on_a_mesh_equals_one_device(devices, delta, r):
-    w, x = data(24, 10, 16 * 6 + 5)
+@pytest.mark.parametrize("m", [24, 20])  # 20 units on 8 devices: dW's rows do not split evenly
+def test_epoch_on_a_mesh_equals_one_device(devices, delta, r, m):
+    w, x = data(m, 10, 16 * 6 + 5)
     cfg = bh.RuleConfig(batch=16, delta=delta, r=r)
     one = np.asarray(bt.epoch(w, x, 0.05, cfg))
     many = np.asarray(bt.epoch(w, x, 0.05, cfg, mesh=data_mesh(devices)))

@@ -209,7 +209,8 @@ def _apply(w, units, gx, gi, eps, precision: float, axis: str | None = None) -> 
 
     ``axis``: inside ``shard_map``, with every device holding all K pairs, each device builds
     1/n of dW's rows and the blocks are all-gathered, so the O(m K d) (or O(K^2 d)) merge is
-    divided over the devices, not repeated on each (same sums, row by row)."""
+    divided over the devices, not repeated on each (the same per-row sums by a smaller matmul:
+    equal to float rounding; replicated when the rows do not split evenly)."""
     chex.assert_rank(eps, 0)
     n = 1 if axis is None else jax.lax.axis_size(axis)
     count = w.shape[0] if units.shape[0] > w.shape[0] else units.shape[0]
