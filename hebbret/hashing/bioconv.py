@@ -290,23 +290,17 @@ def feature_map(
 
 
 def stack_rows(parts: list) -> scipy.sparse.csr_array:
-    """Row-stacks CSR chunks (n_i, d) into one (sum n_i, d) float32 CSR, emptying ``parts``.
-
-    Unlike ``scipy.sparse.vstack`` it never holds two copies: the output arrays are allocated
-    once (their pages are committed as they are written) and each chunk is dropped once copied,
-    so the peak is the result plus one chunk."""
-    if not parts:
-        raise InputError("no chunks to stack")
+    """Row-stacks CSR chunks (n_i, d) into one float32 CSR, emptying ``parts``: unlike
+    ``scipy.sparse.vstack`` each chunk is dropped once copied into the output."""
+    if not parts or len({p.shape[1] for p in parts}) > 1:
+        raise InputError(f"expected chunks with one number of columns, got {len(parts)} chunks")
     d, nnz, n = parts[0].shape[1], sum(p.nnz for p in parts), sum(p.shape[0] for p in parts)
     index = np.int32 if max(nnz, d) < 2**31 else np.int64  # one dtype: scipy converts mixed ones
-    data, indices = np.empty(nnz, np.float32), np.empty(nnz, index)
-    indptr = np.zeros(n + 1, index)
+    data, indices, indptr = np.empty(nnz, np.float32), np.empty(nnz, index), np.zeros(n + 1, index)
     at = row = 0
     parts.reverse()
     while parts:
         part = parts.pop()
-        if part.shape[1] != d:
-            raise InputError(f"a chunk has {part.shape[1]} columns, expected {d}")
         k, r = part.nnz, part.shape[0]
         data[at : at + k], indices[at : at + k] = part.data, part.indices
         indptr[row + 1 : row + r + 1] = part.indptr[1:] + at
