@@ -1,6 +1,8 @@
 """BioConvHash in bounded memory: sparse (CSR) features, and the BioHash rule streamed over them
 in centred chunks, give what the dense features give."""
 
+import weakref
+
 import chex
 import jax
 import numpy as np
@@ -9,7 +11,7 @@ import scipy.sparse
 
 from hebbret import data, hashing
 from hebbret.errors import InputError
-from hebbret.hashing import bioconv
+from hebbret.hashing import bioconv, csr_rows
 from hebbret.hashing import conv as conv_hash
 from hebbret.mesh import data_mesh
 from hebbret.rules import biohash, biohash_train
@@ -119,18 +121,40 @@ def test_sparse_input_errors():
         biohash_train.train(jax.random.key(0), bad, 8, RULE)
 
 
-def test_stack_rows_equals_scipy_vstack_and_empties_the_list():
+@pytest.mark.parametrize("block", [5, 2**24])  # chunks spanning blocks; one block
+def test_row_builder_equals_scipy_and_releases_blocks(block):
     rng = np.random.default_rng(0)
-    dense = [rng.standard_normal((r, 7)).astype(np.float32) for r in (3, 1, 4)]
+    dense = [rng.standard_normal((r, 7)).astype(np.float32) for r in (3, 1, 4, 0, 2)]
     for a in dense:
         a[np.abs(a) < 1.0] = 0.0
-    dense[1][:] = 0.0  # an all-zero chunk
-    parts = [scipy.sparse.csr_array(a) for a in dense]
-    want = scipy.sparse.vstack(parts, format="csr")
-    got = bioconv.stack_rows(parts)
-    assert parts == [] and got.shape == (8, 7) and got.dtype == np.float32
+    dense[1][:] = 0.0  # an all-zero chunk (and a chunk of no rows)
+    builder = csr_rows.RowBuilder(7, block=block)
+    for a in dense:
+        builder.append(a)
+    want = scipy.sparse.csr_array(np.concatenate(dense))
+    assert (builder.rows, builder.nnz) == (10, want.nnz)
+    blocks = [weakref.ref(a) for pair in builder._blocks for a in pair]
+    assert len(blocks) == 2 * -(-want.nnz // block)
+    got = builder.build()
+    assert all(ref() is None for ref in blocks)  # every block released
+    assert got.shape == (10, 7) and got.dtype == np.float32 and got.has_canonical_format
     assert got.indices.dtype == got.indptr.dtype == np.int32
-    np.testing.assert_array_equal(got.toarray(), want.toarray())
     np.testing.assert_array_equal(got.indptr, want.indptr)
-    with pytest.raises(InputError, match="columns"):
-        bioconv.stack_rows([scipy.sparse.csr_array(dense[0]), scipy.sparse.csr_array((2, 5))])
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_array_equal(got.data, want.data)
+    assert builder.rows == 0 and builder._blocks == []  # emptied
+    with pytest.raises(InputError, match=r"shape \(r, 7\)"):
+        builder.append(np.zeros((2, 5), np.float32))
+    with pytest.raises(InputError, match="no rows"):
+        builder.build()
+
+
+def test_feature_map_sparse_equals_dense_across_blocks(monkeypatch):
+    images = np.random.default_rng(1).uniform(size=(9, 12, 12, 1)).astype(np.float32)
+    cfg = bioconv.ConvConfig(filters=6, kernels=(3, 4), k_ci=2, pool=3, stride=2, patches=100)
+    filters = [np.random.default_rng(k).standard_normal((6, k * k)) for k in (3, 4)]
+    monkeypatch.setattr(csr_rows, "BLOCK", 37)  # features of every chunk spill over blocks
+    dense = bioconv.feature_map(filters, images, cfg, chunk_size=4)
+    sparse = bioconv.feature_map(filters, images, cfg, chunk_size=4, sparse=True)
+    assert scipy.sparse.issparse(sparse) and sparse.nnz == np.count_nonzero(dense)
+    np.testing.assert_array_equal(sparse.toarray(), dense)

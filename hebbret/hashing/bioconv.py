@@ -43,6 +43,7 @@ from hebbret import distributed
 from hebbret import mesh as meshes
 from hebbret import progress as progress_bars
 from hebbret.errors import InputError
+from hebbret.hashing import csr_rows
 from hebbret.rules import biohash, biohash_train
 
 _HI = jax.lax.Precision.HIGHEST
@@ -230,9 +231,10 @@ def feature_map(
       p: the rule's p (the filters' inner product, BioHash eq. 1).
       mesh: optional 1-D device mesh (:func:`hebbret.mesh.data_mesh`): each chunk's images are
         split over its devices (the chunk is rounded up to a multiple of the device count).
-      sparse: return a ``scipy.sparse`` CSR array, built a chunk at a time. With k_CI = 1 a
-        pooled location keeps at most pool^2 of its F channels (F = 400: ~5 % of the entries of
-        CIFAR-10 features are non-zero), so the paper's 147,600-d features of 60k images take
+      sparse: return a ``scipy.sparse`` CSR array, built a chunk at a time (peak memory: the
+        result plus a 128 MiB block, :class:`hebbret.hashing.csr_rows.RowBuilder`). With k_CI = 1
+        a pooled location keeps at most pool^2 of its F channels (F = 400: ~5 % of the entries
+        of CIFAR-10 features are non-zero), so the paper's 147,600-d features of 60k images take
         ~3 GB instead of 35 GB.
 
     Returns:
@@ -273,7 +275,7 @@ def feature_map(
     starts = progress_bars.bar(
         range(0, n, chunk), desc="conv features", unit="chunk", enabled=progress
     )
-    out, parts = None, []
+    out, rows_csr = None, None
     for s in starts:
         block = images[s : s + chunk]
         rows = block.shape[0]
@@ -281,31 +283,14 @@ def feature_map(
             block = np.concatenate([block, np.zeros((chunk - rows, h, w, c), block.dtype)])
         feats = distributed.to_host(_feature_chunk(tuple(banks), put(block), **static))[:rows]
         if sparse:
-            parts.append(scipy.sparse.csr_array(feats))
+            if rows_csr is None:
+                rows_csr = csr_rows.RowBuilder(feats.shape[1])
+            rows_csr.append(feats)
             continue
         if out is None:
             out = np.empty((n, feats.shape[1]), np.float32)
         out[s : s + rows] = feats
-    return stack_rows(parts) if sparse else out
-
-
-def stack_rows(parts: list) -> scipy.sparse.csr_array:
-    """Row-stacks CSR chunks (n_i, d) into one float32 CSR, emptying ``parts``: unlike
-    ``scipy.sparse.vstack`` each chunk is dropped once copied into the output."""
-    if not parts or len({p.shape[1] for p in parts}) > 1:
-        raise InputError(f"expected chunks with one number of columns, got {len(parts)} chunks")
-    d, nnz, n = parts[0].shape[1], sum(p.nnz for p in parts), sum(p.shape[0] for p in parts)
-    index = np.int32 if max(nnz, d) < 2**31 else np.int64  # one dtype: scipy converts mixed ones
-    data, indices, indptr = np.empty(nnz, np.float32), np.empty(nnz, index), np.zeros(n + 1, index)
-    at = row = 0
-    parts.reverse()
-    while parts:
-        part = parts.pop()
-        k, r = part.nnz, part.shape[0]
-        data[at : at + k], indices[at : at + k] = part.data, part.indices
-        indptr[row + 1 : row + r + 1] = part.indptr[1:] + at
-        at, row = at + k, row + r
-    return scipy.sparse.csr_array((data, indices, indptr), shape=(n, d))
+    return rows_csr.build() if sparse else out
 
 
 # --------------------------------------------------------------------------------------------
