@@ -13,6 +13,8 @@ import sys
 import warnings
 from collections.abc import Callable
 
+import numpy as np
+
 
 class InputError(ValueError):
     """Bad user input: wrong shape, NaN, empty database, unknown dataset, corrupt image, ..."""
@@ -49,3 +51,9 @@ def check_seed(seed: object) -> int:
     ):
         raise InputError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     return seed.__index__()
+
+
+def all_finite(values, step: int = 2**24) -> bool:
+    """Whether every entry of a 1-D array is finite, checked ``step`` entries at a time (a
+    1.75e9-entry CSR ``data`` array would otherwise need a 1.75 GB boolean temporary)."""
+    return all(np.isfinite(values[s : s + step]).all() for s in range(0, len(values), step))

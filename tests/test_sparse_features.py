@@ -10,8 +10,8 @@ import pytest
 import scipy.sparse
 
 from hebbret import data, hashing
-from hebbret.errors import InputError
-from hebbret.hashing import bioconv, csr_rows
+from hebbret.errors import InputError, all_finite
+from hebbret.hashing import bioconv, csr_rows, inputs
 from hebbret.hashing import conv as conv_hash
 from hebbret.mesh import data_mesh
 from hebbret.rules import biohash, biohash_train
@@ -158,3 +158,18 @@ def test_feature_map_sparse_equals_dense_across_blocks(monkeypatch):
     sparse = bioconv.feature_map(filters, images, cfg, chunk_size=4, sparse=True)
     assert scipy.sparse.issparse(sparse) and sparse.nnz == np.count_nonzero(dense)
     np.testing.assert_array_equal(sparse.toarray(), dense)
+
+
+def test_column_mean_and_finite_check_a_slice_at_a_time(monkeypatch):
+    monkeypatch.setattr(inputs, "STAT_NONZEROS", 7)  # slices that split rows
+    x = _sparse_rows(n=50, d=9)
+    csr = scipy.sparse.csr_array(x)
+    want = x.mean(0, dtype=np.float64)
+    np.testing.assert_allclose(inputs.column_mean(csr), want, rtol=1e-12, atol=1e-15)
+    assert all_finite(csr.data, step=7)
+    for at in (0, 13, csr.nnz - 1):  # first, middle and last slice
+        bad = csr.copy()
+        bad.data[at] = np.inf
+        assert not all_finite(bad.data, step=7)
+        with pytest.raises(InputError, match="NaN or inf"):
+            inputs.sparse_features(bad)

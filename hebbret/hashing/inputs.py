@@ -15,10 +15,11 @@ import jax
 import numpy as np
 from scipy import sparse
 
-from hebbret.errors import InputError
+from hebbret.errors import InputError, all_finite
 from hebbret.hashing import config
 
 STAT_ROWS = 1024  # rows per host-side chunk when accumulating covariance / projections
+STAT_NONZEROS = 2**24  # non-zeros per slice when summing the columns of a sparse matrix
 
 
 def features(x: Any, *, allow_sparse: bool = False) -> np.ndarray:
@@ -57,19 +58,19 @@ def sparse_features(x: Any) -> sparse.csr_array:
         raise InputError(f"features must be real numbers, got {x.dtype}")
     if not (isinstance(x, sparse.csr_array) and x.dtype == np.float32):  # else no copy
         x = sparse.csr_array(x, dtype=np.float32)
-    if not np.isfinite(x.data).all():
+    if not all_finite(x.data):
         raise InputError("data contains NaN or inf (or values beyond float32)")
     return x
 
 
 def column_mean(x: np.ndarray | sparse.csr_array) -> np.ndarray:
     """(d,) float64 mean of the rows of dense or sparse (n, d) x."""
-    if sparse.issparse(x):  # row blocks: no float64 copy of the whole matrix
+    if sparse.issparse(x):  # a slice of non-zeros at a time: no float64 copy of the matrix
         x = sparse.csr_array(x)
-        total = np.zeros(x.shape[1])
-        for s in range(0, x.shape[0], 8192):
-            block = x[s : s + 8192]
-            total += np.bincount(block.indices, block.data.astype(np.float64), x.shape[1])
+        total, step = np.zeros(x.shape[1]), STAT_NONZEROS
+        for s in range(0, x.nnz, step):
+            values = x.data[s : s + step].astype(np.float64)
+            total += np.bincount(x.indices[s : s + step], values, x.shape[1])
         return total / x.shape[0]
     return np.mean(x, axis=0, dtype=np.float64)
 

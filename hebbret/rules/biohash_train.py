@@ -31,7 +31,7 @@ from jax.sharding import PartitionSpec as P
 
 from hebbret import epochs
 from hebbret import mesh as meshes
-from hebbret.errors import InputError
+from hebbret.errors import InputError, all_finite
 from hebbret.rules.biohash import (
     RuleConfig,
     _apply,
@@ -259,7 +259,7 @@ def _check_sparse(x) -> scipy.sparse.csr_array:
         raise InputError(f"data must be floating point, got dtype {x.dtype}")
     if not (isinstance(x, scipy.sparse.csr_array) and x.dtype == np.float32):  # else no copy
         x = scipy.sparse.csr_array(x, dtype=np.float32)
-    if not np.all(np.isfinite(x.data)):
+    if not all_finite(x.data):
         raise InputError("data contains NaN or inf")
     return x
 
