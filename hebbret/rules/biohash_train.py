@@ -190,14 +190,24 @@ def train(
     if streamed:
         rows = max(1, STREAM_BYTES // (4 * d * cfg.batch)) * cfg.batch
         zero = np.zeros(d) if centre is None else centre
+        dense, wide = np.empty((rows, d), np.float32), np.empty((rows, d))
+        chunks = (np.empty((rows, d), np.float32), np.empty((rows, d), np.float32))
 
         def run(w, order, eps):  # the dense run's steps, a chunk of shuffled rows at a time
             order = np.asarray(order)
-            for s in range(0, used, rows):
-                chunk = (x[order[s : s + rows]].toarray() - zero).astype(np.float32)
+            for j, s in enumerate(range(0, used, rows)):
+                # (x - centre) in float64, rounded to float32, as for dense x; into buffers
+                # allocated once (fresh ~1 GB of pages a chunk cost as much as the rule)
+                part = x[order[s : s + rows]]
+                r = part.shape[0]
+                dense[:r] = 0.0
+                part.toarray(out=dense[:r])  # adds the non-zeros into the zeroed rows
+                np.subtract(dense[:r], zero, out=wide[:r])
+                chunk = chunks[j % 2][:r]  # the step two chunks back has finished with it
+                chunk[...] = wide[:r]
                 # one chunk in flight (the next is densified meanwhile): without the wait,
                 # asynchronous dispatch would queue every chunk of the epoch in memory
-                steps = jnp.arange(len(chunk), dtype=jnp.int32)
+                steps = jnp.arange(r, dtype=jnp.int32)
                 w = fn(jax.block_until_ready(w), put(chunk), steps, eps)
             return w
     else:
