@@ -54,6 +54,6 @@ def check_seed(seed: object) -> int:
 
 
 def all_finite(values, step: int = 2**24) -> bool:
-    """Whether every entry of a 1-D array is finite, checked ``step`` entries at a time (a
-    1.75e9-entry CSR ``data`` array would otherwise need a 1.75 GB boolean temporary)."""
+    """Whether every entry of an array is finite, checked ``step`` slices of its first axis at a
+    time (a 1.75e9-entry CSR ``data`` array would otherwise need a 1.75 GB boolean temporary)."""
     return all(np.isfinite(values[s : s + step]).all() for s in range(0, len(values), step))

@@ -190,7 +190,6 @@ def train(
     if streamed:
         rows = max(1, STREAM_BYTES // (4 * d * cfg.batch)) * cfg.batch
         zero = np.zeros(d) if centre is None else centre
-        dense, wide = np.empty((rows, d), np.float32), np.empty((rows, d))
         chunks = (_aligned((rows, d)), _aligned((rows, d)))
         if mesh is None:  # XLA:CPU reads a 64-byte-aligned host array in place (no 256 MB copy)
             put = functools.partial(jax.device_put, may_alias=True)
@@ -198,16 +197,16 @@ def train(
         def run(w, order, eps):  # the dense run's steps, a chunk of shuffled rows at a time
             order = np.asarray(order)
             for j, s in enumerate(range(0, used, rows)):
-                # (x - centre) in float64, rounded to float32, as for dense x; into buffers
-                # allocated once (fresh ~1 GB of pages a chunk cost as much as the rule)
+                # into buffers allocated once (fresh ~1 GB of pages a chunk cost as much as the
+                # rule); the step two chunks back has finished with this one (and it may still
+                # back that step's input array: never resized)
                 part = x[order[s : s + rows]]
                 r = part.shape[0]
-                dense[:r] = 0.0
-                part.toarray(out=dense[:r])  # adds the non-zeros into the zeroed rows
-                np.subtract(dense[:r], zero, out=wide[:r])
-                chunk = chunks[j % 2][:r]  # the step two chunks back has finished with it
-                # (and it may still be the buffer of that step's input array: never resized)
-                chunk[...] = wide[:r]
+                chunk = chunks[j % 2][:r]
+                chunk[...] = 0.0
+                part.toarray(out=chunk)  # adds the non-zeros into the zeroed rows
+                # x - centre computed in float64 and rounded to float32, as for dense x
+                np.subtract(chunk, zero, out=chunk, casting="same_kind")
                 # one chunk in flight (the next is densified meanwhile): without the wait,
                 # asynchronous dispatch would queue every chunk of the epoch in memory
                 steps = jnp.arange(r, dtype=jnp.int32)
