@@ -136,6 +136,15 @@ def test_float_distances_match_numpy(metric):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("nq", [1, distances.MANHATTAN_GROUP, 2 * distances.MANHATTAN_GROUP + 3])
+def test_manhattan_groups_match_numpy(nq):
+    rng = np.random.default_rng(nq)
+    q, b = rng.normal(size=(nq, 13)), rng.normal(size=(37, 13))  # 13: not a multiple of unroll
+    got = jax.jit(distances.manhattan)(q.astype(np.float32), b.astype(np.float32))
+    chex.assert_shape(got, (nq, 37))
+    np.testing.assert_allclose(got, np.abs(q[:, None] - b[None]).sum(-1), rtol=1e-6, atol=1e-5)
+
+
 @pytest.mark.parametrize("metric", ["hamming", "overlap"])
 @pytest.mark.parametrize("bits", [5, 64, 300])  # matmul path (<= 256 bits) and popcount path
 def test_bit_distances_match_numpy(metric, bits):

@@ -4,7 +4,7 @@ For prepared queries ``q`` (C, d) and database items ``b`` (N, d) the keys (C, N
 
 - ``"sqeuclidean"`` and ``"euclidean"``: ``|q|^2 + |b|^2 - 2 q.b`` clipped at 0 (one matmul; the
   Euclidean distance is its square root, which ranks the same);
-- ``"manhattan"``: ``sum_k |q_k - b_k|``;
+- ``"manhattan"``: ``sum_k |q_k - b_k|`` (:func:`manhattan`);
 - ``"cosine"``: ``1 - q.b / (|q| |b|)`` (rows are normalised once, by :func:`prepare`);
 - ``"hamming"`` on packed uint32 codes: ``popcount(q XOR b)``, or ``(L - <q, b>) / 2`` on +-1
   codes of L <= 256 bits (an exact BLAS matmul);
@@ -32,6 +32,7 @@ BIT_METRICS = ("hamming", "overlap")
 METRICS = FLOAT_METRICS + BIT_METRICS
 MATMUL_HAMMING_BITS = 256  # Hamming on at most this many bits runs as a +-1 matmul (BLAS)
 MAX_ACTIVE = 256  # wider codes whose queries have at most this many ones: gather the query's bits
+MANHATTAN_GROUP = 16  # queries sharing one pass over the transposed database (manhattan)
 
 
 def prepare(metric: str, x: jax.Array, active: int = 0):
@@ -80,8 +81,7 @@ def ranking_keys(metric: str, q, b, num_bits: int) -> jax.Array:
         d = jnp.sum(q * q, -1)[:, None] + jnp.sum(b * b, -1)[None, :] - 2.0 * qb
         return jnp.maximum(d, 0.0)
     if metric == "manhattan":
-        rows = max(1, 2**25 // max(1, b.shape[0] * b.shape[1]))
-        return jax.lax.map(lambda qi: jnp.sum(jnp.abs(b - qi[None, :]), -1), q, batch_size=rows)
+        return manhattan(q, b)
     if metric == "cosine":
         return 1.0 - jnp.dot(q, b.T, precision=jax.lax.Precision.HIGHEST)
     if metric == "hamming":
@@ -91,6 +91,26 @@ def ranking_keys(metric: str, q, b, num_bits: int) -> jax.Array:
     if metric == "overlap":  # key = L - |q AND b|: ranking by overlap, as a nonnegative integer
         return num_bits - popcount(q[:, None, :] & b[None, :, :])
     raise AssertionError(metric)
+
+
+def manhattan(q: jax.Array, b: jax.Array) -> jax.Array:
+    """``sum_k |q_k - b_k|`` (nq, N) for q (nq, d), b (N, d): the database transposed once, then
+    for :data:`MANHATTAN_GROUP` queries at a time a loop over the d features adding
+    ``|q_k - b_k|`` along N into a (group, N) sum (summed in feature order). Vectorised along N
+    with the partial sums in cache: ~3x a row-wise ``sum(|b - q_i|, -1)`` per query on XLA:CPU."""
+    chex.assert_rank((q, b), 2)
+    nq, d = q.shape
+    g = MANHATTAN_GROUP
+    groups = jnp.pad(q, ((0, -nq % g), (0, 0))).reshape(-1, g, d)
+    bt = b.T  # (d, N): feature k of every item is one contiguous row
+
+    def group(qg):  # (g, d) -> (g, N)
+        def add(k, total):
+            return total + jnp.abs(qg[:, k, None] - bt[k][None, :])
+
+        return jax.lax.fori_loop(0, d, add, jnp.zeros((g, b.shape[0]), b.dtype), unroll=8)
+
+    return jax.lax.map(group, groups).reshape(-1, b.shape[0])[:nq]
 
 
 def natural_values(metric: str, keys: jax.Array, num_bits: int) -> jax.Array:
