@@ -91,13 +91,16 @@ def test_retrieve_matches_numpy_for_three_distances():
         assert (order[:, 0] == q).all()  # each query's own row first
         for leave in (None, q):
             got = pipeline.retrieve(xb[q], xb, yb[q], yb, distance, leave_out=leave)
-            aps = []
+            aps, aps30 = [], []
             for i, j in enumerate(q):
                 ranked = order[i][order[i] != j] if leave is not None else order[i]
                 rel = yb[ranked] == yb[j]
                 prec = np.cumsum(rel) / np.arange(1, len(rel) + 1)
                 aps.append(100 * prec[rel].mean())
+                aps30.append(100 * prec[:30][rel[:30]].mean() if rel[:30].any() else 0.0)
             assert got["map"] == pytest.approx(np.mean(aps), abs=1e-3)
+            assert got["map_at"]["30"] == pytest.approx(np.mean(aps30), abs=1e-3)
+            assert set(got["map_at"]) == {"30", str(300 - (leave is not None))}  # 1000 clipped
             assert got["max_ap_diff"] < 1e-3 and got["database"] == 300 - (leave is not None)
     with pytest.raises(InputError, match="unknown distance"):
         pipeline.numpy_ranking(xb[0], xb, "chebyshev")

@@ -88,11 +88,12 @@ def report(command: str, cfg: dict, ds: Dataset, rows: list[dict], seconds: floa
             f"query of matching: our jitted kernel (all queries) and a per-query numpy loop "
             f"(distance + full argsort, the first {first['numpy_queries']} queries; their AP "
             "equals the kernel's to `max AP diff`). Paper (pre-train + DA, CIFAR; mAP x 100, "
-            "s/query on their CPU) in brackets.",
+            "s/query on their CPU) in brackets. mAP@30 / @1000: AP over the top 30 / 1,000 "
+            "normalised by the relevant items among them (the short-list convention).",
             "",
-            "| model | distance | mAP | P@10 | kernel s/query | numpy s/query | numpy / kernel | "
-            "max AP diff |",
-            "|---|---|---|---|---|---|---|---|",
+            "| model | distance | mAP | mAP@30 | mAP@1000 | P@10 | kernel s/query | "
+            "numpy s/query | numpy / kernel | max AP diff |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in mine:
             paper = published.KUO_RETRIEVAL[key][r["distance"]] if key else None
@@ -101,9 +102,16 @@ def report(command: str, cfg: dict, ds: Dataset, rows: list[dict], seconds: floa
             lines.append(
                 f"| {NAMES[r['variant']]} | {r['distance']} | {r['map']:.2f}"
                 + (f" ({100 * paper[0]:.1f})" if show else "")
+                + "".join(f" | {_at(r, depth)}" for depth in ("30", "1000"))
                 + f" | {r['p_at_10']:.2f} | {r['kernel_s_per_query']:.2e} | "
                 f"{r['numpy_s_per_query']:.2e}"
                 + (f" ({paper[1]})" if show else "")
                 + f" | {ratio:.3g}x | {r['max_ap_diff']:.1e} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _at(row: dict, depth: str) -> str:
+    """mAP over the top ``depth`` of a retrieval row; "-" for rows recorded without it."""
+    value = row.get("map_at", {}).get(depth)
+    return "-" if value is None else f"{value:.2f}"
