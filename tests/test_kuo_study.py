@@ -75,6 +75,10 @@ def test_study_four_variants_resumes_and_reports(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline.kuo, "train", fail)
     again = pipeline.run(cfg, str(out), checkpoint_root=tmp_path / "ckpt", log=lambda s: None)
     assert again["metrics"]["rows"] == rows
+    cfg.variants = cfg.retrieval = ("both", "pretrain", "da", "plain", "both")  # another order
+    again = pipeline.run(cfg, str(out), checkpoint_root=tmp_path / "ckpt", log=lambda s: None)
+    assert again["metrics"]["rows"] == rows
+    assert again["config"]["variants"] == again["config"]["retrieval"] == list(calls)
 
 
 def test_retrieve_matches_numpy_for_three_distances():

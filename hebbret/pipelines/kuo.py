@@ -16,7 +16,9 @@ kernel over all queries against a per-query numpy loop (distance to every databa
 full argsort: what the paper's 0.08-0.26 s/query measures); the loop's first queries are also
 checked against the kernel's AP. Checkpoints (orbax, per epoch) under ``checkpoints/<name of OUT>``
 (one folder per variant and settings digest) and rows written as they finish, so the same call
-resumes. Settings: ``experiments/configs/kuo.py``.
+resumes. Variants train in the order ``config.variants`` gives and are recorded in the order
+of :data:`VARIANTS`, so a resumed run may take another order (e.g. ``both`` before ``pretrain``).
+Settings: ``experiments/configs/kuo.py``.
 """
 
 from __future__ import annotations
@@ -108,6 +110,9 @@ def run(
     """
     cfg = as_dict(config)
     check(cfg)
+    run_order = list(dict.fromkeys(cfg["variants"]))  # run in the order given, recorded in ours,
+    for field in ("variants", "retrieval"):  # so a run resumes whatever order it is given in
+        cfg[field] = [v for v in VARIANTS if v in cfg[field]]
     out = out or default_out("kuo", cfg)
     ckpt_root = pathlib.Path(checkpoint_root or f"checkpoints/{pathlib.Path(out).name}")
     files.check_writable(ckpt_root / "step")
@@ -139,7 +144,7 @@ def run(
 
         key = jax.random.key(cfg["seed"])
         grey_kernels = None
-        for name in cfg["variants"]:
+        for name in run_order:
             v = VARIANTS[name]
             todo = [(p, d) for p in cfg["protocols"] for d in cfg["distances"]]
             todo = todo if name in cfg["retrieval"] else []

@@ -42,6 +42,7 @@ def line(row: dict) -> str:
 def report(command: str, cfg: dict, ds: Dataset, rows: list[dict], seconds: float) -> str:
     """Markdown: command, protocol, the accuracy table, one retrieval table per protocol."""
     key = _paper_key(cfg)
+    rows = sorted(rows, key=lambda r: list(NAMES).index(r["variant"]))  # stable: distance order
     tr, s = cfg["train"], cfg["sae"]
     n = cfg["train_images"] or "all"
     lines = [
