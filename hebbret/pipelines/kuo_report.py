@@ -109,7 +109,24 @@ def report(command: str, cfg: dict, ds: Dataset, rows: list[dict], seconds: floa
                 + (f" ({paper[1]})" if show else "")
                 + f" | {ratio:.3g}x | {r['max_ap_diff']:.1e} |"
             )
+    lines += _retrained(rows)
     return "\n".join(lines) + "\n"
+
+
+def _retrained(rows: list[dict]) -> list[str]:
+    """A note for each variant whose retrieval rows come from a network trained again after its
+    accuracy row was recorded (its checkpoint was gone) and scoring another top-1."""
+    top1 = {r["variant"]: r["top1"] for r in rows if r["kind"] == "accuracy"}
+    other = set()
+    for r in rows:
+        if r["kind"] == "retrieval" and r["variant"] in top1 and "network_top1" in r:
+            if abs(r["network_top1"] - top1[r["variant"]]) > 1e-9:
+                other.add((r["variant"], r["network_top1"]))
+    return [
+        f"\n**Note:** the retrieval rows of {NAMES[v]} come from a network trained again (its "
+        f"checkpoint was gone) that reaches top-1 {t:.2f}, not the {top1[v]:.2f} above."
+        for v, t in sorted(other)
+    ]
 
 
 def _at(row: dict, depth: str) -> str:
