@@ -101,8 +101,8 @@ def test_study_four_variants_resumes_and_reports(tmp_path, monkeypatch):
     redone = [r for r in again["metrics"]["rows"] if r["variant"] == "pretrain"]
     assert len(redone) == 1 + 2 * 3 and redone[0]["top1"] == 12.5
     assert all(r["network_top1"] == top1 for r in redone[1:])
-    assert any(f"top-1 {top1:.2f}, not the recorded 12.50" in s for s in lines)
-    note = f"network trained again (its checkpoint was gone) that reaches top-1 {top1:.2f}"
+    assert any(f"network reaches top-1 {top1:.2f}, not the recorded 12.50" in s for s in lines)
+    note = f"retrieval rows of Pre-train + CNN_RGB come from a network of top-1 {top1:.2f}, not"
     assert note in out.with_suffix(".md").read_text()
 
 

@@ -176,8 +176,8 @@ def run(
             logits, feats_test = kuo.outputs(model, result.params, test_images, mean, std)
             acc = {f"top{k}": kuo.top_k_accuracy(logits, test.y, k) for k in (1, 2, 3)}
             if (known := _row(study.rows, name)) and abs(known["top1"] - acc["top1"]) > 1e-9:
-                log(f"warning: {name} was trained again (no checkpoint of it) and reaches top-1 "
-                    f"{acc['top1']:.2f}, not the recorded {known['top1']:.2f}")  # fmt: skip
+                log(f"warning: {name}'s network reaches top-1 {acc['top1']:.2f}, not the recorded "
+                    f"{known['top1']:.2f} (trained again without its checkpoint?)")  # fmt: skip
             if not known:
                 row = {"variant": name, "kind": "accuracy"} | acc
                 row |= {"train_s": train_s, "epochs_restored": restored, "losses": result.losses}

@@ -114,8 +114,8 @@ def report(command: str, cfg: dict, ds: Dataset, rows: list[dict], seconds: floa
 
 
 def _retrained(rows: list[dict]) -> list[str]:
-    """A note for each variant whose retrieval rows come from a network trained again after its
-    accuracy row was recorded (its checkpoint was gone) and scoring another top-1."""
+    """A note for each variant whose retrieval rows come from a network of another top-1 than its
+    accuracy row's (trained again after its checkpoint was lost, or by changed code)."""
     top1 = {r["variant"]: r["top1"] for r in rows if r["kind"] == "accuracy"}
     other = set()
     for r in rows:
@@ -123,8 +123,8 @@ def _retrained(rows: list[dict]) -> list[str]:
             if abs(r["network_top1"] - top1[r["variant"]]) > 1e-9:
                 other.add((r["variant"], r["network_top1"]))
     return [
-        f"\n**Note:** the retrieval rows of {NAMES[v]} come from a network trained again (its "
-        f"checkpoint was gone) that reaches top-1 {t:.2f}, not the {top1[v]:.2f} above."
+        f"\n**Note:** the retrieval rows of {NAMES[v]} come from a network of top-1 {t:.2f}, "
+        f"not the {top1[v]:.2f} above (trained again after its checkpoint was lost?)."
         for v, t in sorted(other)
     ]
 
